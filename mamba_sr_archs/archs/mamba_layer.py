@@ -1,0 +1,106 @@
+"""The Mamba (S6) layer shared by MMA and MPSI.
+
+One module serves both networks: a unidirectional layer (``bimamba_type='none'``, as in
+mamba_ssm's ``Mamba``) and the bidirectional Vision-Mamba layer (``bimamba_type='v2'``, Vim,
+Zhu et al. 2024, Sec. 3.3): shared ``in_proj``/``out_proj``; the forward direction and the backward
+direction (run on the reversed sequence) each have their own causal depthwise conv1d, ``x_proj``,
+``dt_proj``, ``A`` and ``D``; the two outputs are summed before ``out_proj``.
+
+Parameter names and shapes follow the official layer so that official checkpoints load with
+``strict=True``.  All scans go through :mod:`mamba_sr_archs.ops`, so the fastest available backend
+(mamba_ssm CUDA, Triton, pure PyTorch) runs without the network knowing which.
+"""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..ops import causal_conv1d, selective_scan
+
+
+class Mamba(nn.Module):
+    """Selective state-space layer on token sequences of shape (batch, length, d_model).
+
+    Args:
+        d_model: token width.
+        d_state: SSM state size N.
+        d_conv: causal depthwise conv1d kernel size.
+        expand: inner width factor (d_inner = expand * d_model).
+        dt_rank: rank of the delta projection, ``'auto'`` = ceil(d_model / 16).
+        bimamba_type: ``'none'`` (forward direction only) or ``'v2'`` (forward + backward, summed).
+        backward_params: create the ``*_b`` parameters; defaults to ``bimamba_type == 'v2'``.  MPSI's
+            official unidirectional layer carries them unused, so it passes ``True``.
+    """
+
+    def __init__(self, d_model, d_state=16, d_conv=4, expand=2, dt_rank='auto', dt_min=0.001, dt_max=0.1,
+                 dt_init_floor=1e-4, conv_bias=True, bias=False, bimamba_type='none', backward_params=None):
+        super().__init__()
+        if bimamba_type not in ('none', 'v2'):
+            raise ValueError(f"bimamba_type must be 'none' or 'v2', got {bimamba_type!r}")
+        self.d_model = d_model
+        self.d_state = d_state
+        self.d_conv = d_conv
+        self.d_inner = int(expand * d_model)
+        self.dt_rank = math.ceil(d_model / 16) if dt_rank == 'auto' else int(dt_rank)
+        self.bimamba_type = bimamba_type
+        if backward_params is None:
+            backward_params = bimamba_type == 'v2'
+        if bimamba_type == 'v2' and not backward_params:
+            raise ValueError("bimamba_type='v2' needs the backward-direction parameters")
+
+        # Parameter creation order follows the official layer (A_log, D, [A_b_log, D_b], projections).
+        self.A_log = nn.Parameter(self._init_A_log())
+        self.D = nn.Parameter(torch.ones(self.d_inner))
+        if backward_params:
+            self.A_b_log = nn.Parameter(self._init_A_log())
+            self.D_b = nn.Parameter(torch.ones(self.d_inner))
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias)
+        self.conv1d, self.x_proj, self.dt_proj = self._direction(conv_bias, dt_min, dt_max, dt_init_floor)
+        if backward_params:
+            self.conv1d_b, self.x_proj_b, self.dt_proj_b = self._direction(conv_bias, dt_min, dt_max, dt_init_floor)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
+        for p in (self.A_log, self.D) + ((self.A_b_log, self.D_b) if backward_params else ()):
+            p._no_weight_decay = True
+
+    def _init_A_log(self):
+        a = torch.arange(1, self.d_state + 1, dtype=torch.float32).repeat(self.d_inner, 1)
+        return torch.log(a)
+
+    def _direction(self, conv_bias, dt_min, dt_max, dt_init_floor):
+        conv = nn.Conv1d(self.d_inner, self.d_inner, self.d_conv, groups=self.d_inner, padding=self.d_conv - 1,
+                         bias=conv_bias)
+        x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * self.d_state, bias=False)
+        dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
+        nn.init.uniform_(dt_proj.weight, -self.dt_rank**-0.5, self.dt_rank**-0.5)
+        dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = dt.clamp(min=dt_init_floor)
+        with torch.no_grad():
+            dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        dt_proj.bias._no_reinit = True
+        return conv, x_proj, dt_proj
+
+    def _scan(self, x, z, conv, x_proj, dt_proj, A_log, D):
+        """One direction: causal conv + SiLU, input-dependent (delta, B, C), gated selective scan.
+
+        x, z: (batch, d_inner, length).  Returns (batch, d_inner, length).
+        """
+        batch, _, length = x.shape
+        x = causal_conv1d(x, conv.weight.squeeze(1), conv.bias, activation='silu')
+        x_dbl = F.linear(x.transpose(1, 2), x_proj.weight)  # (b, l, r + 2n)
+        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = F.linear(dt, dt_proj.weight).transpose(1, 2)  # (b, d_inner, l), bias goes in as delta_bias
+        A = -torch.exp(A_log.float())
+        return selective_scan(x, delta, A, B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(), D.float(),
+                              z=z, delta_bias=dt_proj.bias.float(), delta_softplus=True)
+
+    def forward(self, hidden_states):
+        """hidden_states (batch, length, d_model) -> (batch, length, d_model)."""
+        xz = self.in_proj(hidden_states).transpose(1, 2)  # (b, 2 d_inner, l)
+        x, z = xz.chunk(2, dim=1)
+        y = self._scan(x, z, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D)
+        if self.bimamba_type == 'v2':
+            y_b = self._scan(x.flip(-1), z.flip(-1), self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log,
+                             self.D_b)
+            y = y + y_b.flip(-1)
+        return self.out_proj(y.transpose(1, 2))
