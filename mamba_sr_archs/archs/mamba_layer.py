@@ -19,6 +19,11 @@ import torch.nn.functional as F
 from ..ops import causal_conv1d, selective_scan
 
 
+def _at_least_f32(t):
+    """The official ``.float()`` casts, except that float64 stays float64 (so a float64 model runs in float64)."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
 class Mamba(nn.Module):
     """Selective state-space layer on token sequences of shape (batch, length, d_model).
 
@@ -90,9 +95,9 @@ class Mamba(nn.Module):
         x_dbl = F.linear(x.transpose(1, 2), x_proj.weight)  # (b, l, r + 2n)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.linear(dt, dt_proj.weight).transpose(1, 2)  # (b, d_inner, l), bias goes in as delta_bias
-        A = -torch.exp(A_log.float())
-        return selective_scan(x, delta, A, B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(), D.float(),
-                              z=z, delta_bias=dt_proj.bias.float(), delta_softplus=True)
+        A = -torch.exp(_at_least_f32(A_log))
+        return selective_scan(x, delta, A, B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(),
+                              _at_least_f32(D), z=z, delta_bias=_at_least_f32(dt_proj.bias), delta_softplus=True)
 
     def forward(self, hidden_states):
         """hidden_states (batch, length, d_model) -> (batch, length, d_model)."""
