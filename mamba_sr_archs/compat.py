@@ -11,6 +11,7 @@ import types
 logger = logging.getLogger('mamba_sr_archs')
 
 _APPLIED = False
+ORIGINALS = {}  # 'module.name' -> BasicSR's own object, kept for tests and debugging
 
 
 # --------------------------------------------------------------------------------------------- torchvision
@@ -123,9 +124,14 @@ def _load_network(self, net, load_path, strict=True, param_key='params'):
 
 def _save_network(self, net, net_label, current_iter, param_key='params'):
     """Replacement for ``BaseModel.save_network``: written atomically (temporary file, fsync, rename),
-    so a process killed while saving never leaves a truncated ``net_g_latest.pth``."""
+    so a process killed while saving never leaves a truncated ``net_g_latest.pth``.  Rank 0 only, as
+    BasicSR's ``@master_only`` original."""
+    from basicsr.utils.dist_util import get_dist_info
+
     from .checkpoint import atomic_torch_save
 
+    if get_dist_info()[0] != 0:
+        return
     if current_iter == -1:
         current_iter = 'latest'
     save_path = os.path.join(self.opt['path']['models'], f'{net_label}_{current_iter}.pth')
@@ -231,13 +237,18 @@ def apply():
     import basicsr.utils.options
     from basicsr.models.base_model import BaseModel
 
-    basicsr.utils.dist_util.init_dist = init_dist
-    basicsr.utils.options.init_dist = init_dist  # parse_options calls the name it imported
-    basicsr.train.load_resume_state = load_resume_state  # train_pipeline looks it up in its module
-    basicsr.train.parse_options = _wrap_parse_options(basicsr.train.parse_options)
-    basicsr.test.parse_options = _wrap_parse_options(basicsr.test.parse_options)
-    BaseModel.model_to_device = _model_to_device
-    BaseModel.load_network = _load_network
-    BaseModel.save_network = _save_network
-    BaseModel.save_training_state = _save_training_state
+    patches = [
+        (basicsr.utils.dist_util, 'init_dist', init_dist),
+        (basicsr.utils.options, 'init_dist', init_dist),  # parse_options calls the name it imported
+        (basicsr.train, 'load_resume_state', load_resume_state),  # train_pipeline looks it up in its module
+        (basicsr.train, 'parse_options', _wrap_parse_options(basicsr.train.parse_options)),
+        (basicsr.test, 'parse_options', _wrap_parse_options(basicsr.test.parse_options)),
+        (BaseModel, 'model_to_device', _model_to_device),
+        (BaseModel, 'load_network', _load_network),
+        (BaseModel, 'save_network', _save_network),
+        (BaseModel, 'save_training_state', _save_training_state),
+    ]
+    for owner, name, new in patches:
+        ORIGINALS.setdefault(f'{owner.__name__}.{name}', getattr(owner, name))
+        setattr(owner, name, new)
     _APPLIED = True

@@ -7,20 +7,29 @@
 import torch
 
 
-def _axis_windows(size, tile, pad):
-    """(window_start, window_end) per tile along one axis: cores of ``tile`` pixels at stride ``tile``,
-    each widened by up to ``pad`` pixels of context on both sides (clipped to the image)."""
-    return [(max(0, s - pad), min(size, s + tile + pad)) for s in range(0, size, tile)]
+def _axis_tiles(size, tile, pad):
+    """(core_start, core_end, window_start, window_end) per tile along one axis: cores of ``tile``
+    pixels at stride ``tile``, each widened by up to ``pad`` context pixels on both sides."""
+    return [(s, min(size, s + tile), max(0, s - pad), min(size, s + tile + pad)) for s in range(0, size, tile)]
 
 
-def _ramp(length, lead, trail, device, dtype):
-    """1-D blending weights for a window: linear ramp up over ``lead`` overlap pixels, flat 1, then ramp
-    down over ``trail`` pixels.  Weights are > 0 everywhere and 1 on the tile's core."""
-    w = torch.ones(length, device=device, dtype=dtype)
-    if lead > 0:
-        w[:lead] = torch.arange(1, lead + 1, device=device, dtype=dtype) / (lead + 1)
-    if trail > 0:
-        w[length - trail:] = torch.arange(trail, 0, -1, device=device, dtype=dtype) / (trail + 1)
+def _blend_weights(core0, core1, win0, win1, size, pad, scale, device):
+    """1-D weights of one tile's output pixels (output resolution).
+
+    Neighbouring tiles cross-fade linearly over the central half of their overlap, ``pad / 2`` on each
+    side of the core boundary, so a tile only contributes at least ``pad / 2`` pixels away from its own
+    window edge (where zero padding corrupts its output); the weights of all tiles sum to 1 everywhere.
+    """
+    half = pad / 2
+    pos = (torch.arange(win0 * scale, win1 * scale, device=device, dtype=torch.float32) + 0.5) / scale
+    w = torch.ones_like(pos)
+    if half > 0:
+        if core0 > 0:
+            w = w * ((pos - (core0 - half)) / (2 * half)).clamp(0, 1)
+        if core1 < size:
+            w = w * (((core1 + half) - pos) / (2 * half)).clamp(0, 1)
+    else:  # no overlap: hard cut at the core boundaries
+        w = ((pos >= core0) & (pos < core1)).float()
     return w
 
 
@@ -28,9 +37,10 @@ def _ramp(length, lead, trail, device, dtype):
 def tiled_forward(net, img, scale, tile_size, tile_pad=16):
     """Run ``net`` on ``img`` (n, c, h, w) tile by tile and blend the overlaps.
 
-    Each tile is a ``tile_size`` core plus ``tile_pad`` context pixels on every side; in the output,
-    overlapping context regions are averaged with linear ramp weights (seamless, no hard edges).
-    Returns (n, c_out, h * scale, w * scale) on ``img``'s device.
+    Each tile is a ``tile_size`` core plus ``tile_pad`` context pixels on every side; neighbouring
+    outputs are cross-faded over the middle of their overlap (no hard seams).  The result equals the
+    whole-image output wherever the network's receptive-field radius is at most ``tile_pad / 2``.
+    Peak memory is bounded by the tile (plus the output image).  Returns (n, c_out, h*scale, w*scale).
     """
     if tile_size <= 0:
         raise ValueError(f'tile_size must be positive, got {tile_size}')
@@ -39,22 +49,16 @@ def tiled_forward(net, img, scale, tile_size, tile_pad=16):
     n, _, h, w = img.shape
     if tile_size >= h and tile_size >= w:
         return net(img)
-    out = weight = None
-    for y0, y1 in _axis_windows(h, tile_size, tile_pad):
-        for x0, x1 in _axis_windows(w, tile_size, tile_pad):
+    out = None
+    for cy0, cy1, y0, y1 in _axis_tiles(h, tile_size, tile_pad):
+        wy = _blend_weights(cy0, cy1, y0, y1, h, tile_pad, scale, img.device)
+        for cx0, cx1, x0, x1 in _axis_tiles(w, tile_size, tile_pad):
             tile_out = net(img[:, :, y0:y1, x0:x1])
             if out is None:
                 out = img.new_zeros(n, tile_out.shape[1], h * scale, w * scale, dtype=torch.float32)
-                weight = img.new_zeros(1, 1, h * scale, w * scale, dtype=torch.float32)
-            # Overlap with the neighbours = the context taken on each side (0 at the image border).
-            wy = _ramp((y1 - y0) * scale, (min(tile_pad, y0) if y0 > 0 else 0) * scale,
-                       (tile_pad if y1 < h else 0) * scale, out.device, out.dtype)
-            wx = _ramp((x1 - x0) * scale, (min(tile_pad, x0) if x0 > 0 else 0) * scale,
-                       (tile_pad if x1 < w else 0) * scale, out.device, out.dtype)
-            wyx = wy[:, None] * wx[None, :]
-            out[:, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale] += tile_out.float() * wyx
-            weight[:, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale] += wyx
-    return (out / weight).to(img.dtype)
+            wx = _blend_weights(cx0, cx1, x0, x1, w, tile_pad, scale, img.device)
+            out[:, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale] += tile_out.float() * (wy[:, None] * wx[None, :])
+    return out.to(img.dtype)
 
 
 _TRANSFORMS = [(t, f) for t in (False, True) for f in ((), (-1, ), (-2, ), (-2, -1))]
