@@ -1,0 +1,509 @@
+"""Selective scan (S6) in Triton: forward and backward kernels for CUDA tensors.
+
+``selective_scan_triton`` computes exactly what mamba_ssm's ``selective_scan_fn`` computes (Mamba, Gu & Dao 2023,
+Sec. 3 / Alg. 2), for real ``A``::
+
+    delta = softplus(delta + delta_bias)            (bias and softplus optional)
+    h_t   = exp(delta_t * A) * h_{t-1} + delta_t * B_t * u_t        h: (d, N) per batch, fp32
+    y_t   = <C_t, h_t> + D * u_t ;   out_t = y_t * silu(z_t)        (D and z optional)
+
+Layout: ``u, delta, z`` (b, d, L); ``A`` (d, N); ``B, C`` (b, N, L) or grouped (b, G, N, L), where channel ``i``
+reads group ``i // (d // G)``; ``D, delta_bias`` (d,).  The output has the dtype of ``u``; the last state is
+(b, d, N) float32.
+
+Design.  One program owns one batch element and a block of ``BLOCK_D`` channels of one group, and walks the
+sequence in chunks of ``BLOCK_L`` steps, keeping the state tile (BLOCK_D, N) in registers.  Inside a chunk the
+recurrence is an associative scan along L over pairs (a, b) with (a1, b1) o (a2, b2) = (a1 a2, a2 b1 + b2) on a
+(BLOCK_D, N, BLOCK_L) tile, so the L positions of a chunk run in parallel; the chunk's start state enters as
+h = P * h0 + S.  Padded positions (beyond L, beyond d, beyond N) carry a = 1, b = 0 and so never change the state:
+any L is handled with one partial chunk and no padding in memory.
+
+The forward stores the state at every chunk start (b, d, L / BLOCK_L, N) in fp32.  The backward walks the chunks in
+reverse: it recomputes the chunk's states from its checkpoint, runs the reverse recurrence
+dh_t = C_t dy_t + exp(delta_{t+1} A) dh_{t+1} as a reverse associative scan (the carry between chunks is dh at the
+first position of the later chunk), and forms every input gradient; a_t h_{t-1} is taken as h_t - b_t, as in
+mamba_ssm's CUDA kernel.  Gradients of B and C sum over the channels of a group: plain stores when one program
+covers the whole group, fp32 atomic adds otherwise; dA, dD and d(delta_bias) sum over the batch with atomic adds.
+
+The module imports on machines without Triton or CUDA; only calling the scan needs them.
+"""
+import os
+
+import torch
+
+try:  # Triton is optional: CPU-only installs import this module and never call it.
+    import triton
+    import triton.language as tl
+    _TRITON_IMPORT_ERROR = None
+except Exception as exc:  # pragma: no cover - depends on the install
+    triton = None
+    tl = None
+    _TRITON_IMPORT_ERROR = exc
+
+__all__ = ['selective_scan_triton', 'is_available', 'launch_config', 'num_chunks']
+
+_LOG2E = 1.4426950408889634
+MAX_DSTATE = 256
+
+# Target number of elements of the (BLOCK_D, BLOCK_N, BLOCK_L) tile a program works on, per pass, and the chunk
+# length.  Chosen from a sweep on an H100 (docs/benchmarks.md): with Triton's layouts the chunk's positions sit on
+# the lanes of a warp, so short chunks and small tiles (few elements per thread, no register spills) win.
+_FWD_TILE = 1024
+_BWD_TILE = 2048           # for N = 16
+_BWD_TILE_SMALL_N = 1024   # for N <= 8
+_BWD_TILE_LARGE_N = 4096   # for N >= 32
+_CHUNK = 32
+
+# Benchmarks may set entries here ('fwd' / 'bwd' -> dict of BLOCK_D, BLOCK_L, num_warps) to try other launch
+# configurations; empty in normal use.
+_CONFIG_OVERRIDE = {}
+# When True, outputs are pre-filled with NaN so that an element no program writes shows up in checks.
+_POISON_OUTPUTS = False
+
+
+def _interpreting():
+    return os.environ.get('TRITON_INTERPRET', '0') == '1'
+
+
+def is_available():
+    """True when Triton imported and a CUDA device is present (or the Triton interpreter is switched on)."""
+    return triton is not None and (torch.cuda.is_available() or _interpreting())
+
+
+def _next_pow2(x):
+    return 1 if x <= 1 else 1 << (int(x) - 1).bit_length()
+
+
+_SM_COUNT = {}
+
+
+def _sm_count(device):
+    if device is None or device.type != 'cuda':
+        return 132
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    if idx not in _SM_COUNT:
+        _SM_COUNT[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
+    return _SM_COUNT[idx]
+
+
+def chunk_length(seqlen, dstate):
+    """Steps per chunk (BLOCK_L), shared by forward and backward since it fixes the checkpoint grid.
+
+    A power of two in [16, 128]: 32, or 16 when the sequence is that short.
+    """
+    block_l = min(_CHUNK, max(16, _next_pow2(seqlen)))
+    override = _CONFIG_OVERRIDE.get('fwd', {}).get('BLOCK_L')
+    return int(override) if override else block_l
+
+
+def num_chunks(seqlen, dstate):
+    """Number of chunks (and of stored checkpoints per channel) for a sequence of ``seqlen`` steps."""
+    return -(-seqlen // chunk_length(seqlen, dstate))
+
+
+def launch_config(batch, dim, groups, dstate, seqlen, kind='fwd', sm_count=132):
+    """Block sizes and grid for one launch.
+
+    Returns a dict with BLOCK_D (channels per program, within one group), BLOCK_N (padded state size),
+    BLOCK_L (chunk length), n_dblk (programs per group), grid and num_warps.  BLOCK_D shrinks until the grid holds
+    at least two programs per multiprocessor (or reaches 1).
+    """
+    if kind not in ('fwd', 'bwd'):
+        raise ValueError(f'kind must be fwd or bwd, got {kind!r}')
+    if dim % groups != 0:
+        raise ValueError(f'dim {dim} is not divisible by the number of groups {groups}')
+    dpg = dim // groups
+    block_n = _next_pow2(dstate)
+    block_l = chunk_length(seqlen, dstate)
+    if kind == 'fwd':
+        tile = _FWD_TILE
+    else:
+        tile = _BWD_TILE_SMALL_N if block_n <= 8 else _BWD_TILE_LARGE_N if block_n >= 32 else _BWD_TILE
+    block_d = max(1, min(_next_pow2(dpg), tile // (block_n * block_l)))
+    while block_d > 1 and batch * groups * (-(-dpg // block_d)) < 2 * sm_count:
+        block_d //= 2
+    num_warps = 4
+    over = _CONFIG_OVERRIDE.get(kind, {})
+    if over.get('BLOCK_D'):
+        block_d = int(over['BLOCK_D'])
+    if over.get('num_warps'):
+        num_warps = int(over['num_warps'])
+    n_dblk = -(-dpg // block_d)
+    return dict(BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, n_dblk=n_dblk,
+                grid=(groups * n_dblk, batch), num_warps=num_warps)
+
+
+if triton is not None:
+
+    @triton.jit
+    def _combine(a1, b1, a2, b2):
+        # (a1, b1) then (a2, b2): x -> a2 * (a1 * x + b1) + b2
+        return a1 * a2, a2 * b1 + b2
+
+    @triton.jit
+    def _softplus(x):
+        # log1p(exp(x)) for x <= 20 (Kahan's accurate log1p), x above, as mamba_ssm and torch do.
+        e = tl.exp(tl.minimum(x, 20.0))
+        w = 1.0 + e
+        lp = tl.where(w == 1.0, e, tl.log(w) * (e / (w - 1.0)))
+        return tl.where(x <= 20.0, lp, x)
+
+    @triton.jit
+    def _fwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
+                    out_ptr, last_ptr, ckpt_ptr,
+                    dim, L, N, dpg, n_dblk, n_chunks,
+                    s_ub, s_ud, s_tb, s_td, s_Ad, s_An, s_Bb, s_Bg, s_Bn, s_Cb, s_Cg, s_Cn,
+                    s_zb, s_zd, s_ob, s_od,
+                    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+                    SOFTPLUS: tl.constexpr, STORE_CKPT: tl.constexpr,
+                    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr):
+        pid = tl.program_id(0)
+        pid_b = tl.program_id(1).to(tl.int64)
+        g = pid // n_dblk
+        offs_dl = (pid % n_dblk) * BLOCK_D + tl.arange(0, BLOCK_D)
+        mask_d = offs_dl < dpg
+        offs_d = g * dpg + offs_dl
+        offs_n = tl.arange(0, BLOCK_N)
+        mask_n = offs_n < N
+        offs_l = tl.arange(0, BLOCK_L)
+        mask_dn = mask_d[:, None] & mask_n[None, :]
+
+        A2 = tl.load(A_ptr + offs_d[:, None] * s_Ad + offs_n[None, :] * s_An, mask=mask_dn,
+                     other=0.0).to(tl.float32) * 1.4426950408889634
+        if HAS_D:
+            Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+
+        u_row = u_ptr + pid_b * s_ub + offs_d[:, None] * s_ud
+        dt_row = dt_ptr + pid_b * s_tb + offs_d[:, None] * s_td
+        out_row = out_ptr + pid_b * s_ob + offs_d[:, None] * s_od
+        if HAS_Z:
+            z_row = z_ptr + pid_b * s_zb + offs_d[:, None] * s_zd
+        B_row = B_ptr + pid_b * s_Bb + g * s_Bg + offs_n[:, None] * s_Bn
+        C_row = C_ptr + pid_b * s_Cb + g * s_Cg + offs_n[:, None] * s_Cn
+        ck_row = ckpt_ptr + ((pid_b * dim + offs_d[:, None]) * n_chunks) * N + offs_n[None, :]
+        is_last = (offs_l == BLOCK_L - 1)[None, None, :]
+
+        h = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
+        for c in range(n_chunks):
+            offs = c * BLOCK_L + offs_l
+            mask_l = offs < L
+            m2 = mask_d[:, None] & mask_l[None, :]
+            mnl = mask_n[:, None] & mask_l[None, :]
+            u = tl.load(u_row + offs[None, :], mask=m2, other=0.0).to(tl.float32)
+            dt = tl.load(dt_row + offs[None, :], mask=m2, other=0.0).to(tl.float32)
+            if HAS_BIAS:
+                dt = dt + bias[:, None]
+            if SOFTPLUS:
+                dt = _softplus(dt)
+            dt = tl.where(m2, dt, 0.0)
+            Bc = tl.load(B_row + offs[None, :], mask=mnl, other=0.0).to(tl.float32)
+            Cc = tl.load(C_row + offs[None, :], mask=mnl, other=0.0).to(tl.float32)
+            if STORE_CKPT:
+                tl.store(ck_row + c * N, h, mask=mask_dn)
+            a = tl.exp2(dt[:, None, :] * A2[:, :, None])
+            bu = (dt * u)[:, None, :] * Bc[None, :, :]
+            P, S = tl.associative_scan((a, bu), 2, _combine)
+            hs = P * h[:, :, None] + S
+            y = tl.sum(hs * Cc[None, :, :], axis=1)
+            h = tl.sum(tl.where(is_last, hs, 0.0), axis=2)
+            if HAS_D:
+                y += Dv[:, None] * u
+            if HAS_Z:
+                zz = tl.load(z_row + offs[None, :], mask=m2, other=0.0).to(tl.float32)
+                y = y * (zz * tl.sigmoid(zz))
+            tl.store(out_row + offs[None, :], y.to(out_ptr.dtype.element_ty), mask=m2)
+        tl.store(last_ptr + (pid_b * dim + offs_d[:, None]) * N + offs_n[None, :], h, mask=mask_dn)
+
+    @triton.jit
+    def _bwd_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, ckpt_ptr,
+                    du_ptr, ddt_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dz_ptr, dbias_ptr,
+                    dim, L, N, dpg, n_dblk, n_chunks, G,
+                    s_ub, s_ud, s_tb, s_td, s_Ad, s_An, s_Bb, s_Bg, s_Bn, s_Cb, s_Cg, s_Cn,
+                    s_zb, s_zd, s_gb, s_gd,
+                    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+                    SOFTPLUS: tl.constexpr, DBC_ATOMIC: tl.constexpr,
+                    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr):
+        pid = tl.program_id(0)
+        pid_b = tl.program_id(1).to(tl.int64)
+        g = pid // n_dblk
+        offs_dl = (pid % n_dblk) * BLOCK_D + tl.arange(0, BLOCK_D)
+        mask_d = offs_dl < dpg
+        offs_d = g * dpg + offs_dl
+        offs_n = tl.arange(0, BLOCK_N)
+        mask_n = offs_n < N
+        offs_l = tl.arange(0, BLOCK_L)
+        mask_dn = mask_d[:, None] & mask_n[None, :]
+
+        A = tl.load(A_ptr + offs_d[:, None] * s_Ad + offs_n[None, :] * s_An, mask=mask_dn,
+                    other=0.0).to(tl.float32)
+        A2 = A * 1.4426950408889634
+        if HAS_D:
+            Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+
+        u_row = u_ptr + pid_b * s_ub + offs_d[:, None] * s_ud
+        dt_row = dt_ptr + pid_b * s_tb + offs_d[:, None] * s_td
+        g_row = dout_ptr + pid_b * s_gb + offs_d[:, None] * s_gd
+        if HAS_Z:
+            z_row = z_ptr + pid_b * s_zb + offs_d[:, None] * s_zd
+            dz_row = dz_ptr + (pid_b * dim + offs_d[:, None]) * L
+        du_row = du_ptr + (pid_b * dim + offs_d[:, None]) * L
+        ddt_row = ddt_ptr + (pid_b * dim + offs_d[:, None]) * L
+        B_row = B_ptr + pid_b * s_Bb + g * s_Bg + offs_n[:, None] * s_Bn
+        C_row = C_ptr + pid_b * s_Cb + g * s_Cg + offs_n[:, None] * s_Cn
+        dBC_off = ((pid_b * G + g) * N + offs_n[:, None]) * L
+        ck_row = ckpt_ptr + ((pid_b * dim + offs_d[:, None]) * n_chunks) * N + offs_n[None, :]
+        is_first = (offs_l == 0)[None, None, :]
+
+        carry = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)   # dh at the first step of the later chunk
+        dA_acc = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
+        dD_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
+        dbias_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
+        for cc in range(n_chunks):
+            c = n_chunks - 1 - cc
+            offs = c * BLOCK_L + offs_l
+            mask_l = offs < L
+            m2 = mask_d[:, None] & mask_l[None, :]
+            mnl = mask_n[:, None] & mask_l[None, :]
+            m2n = mask_d[:, None] & (offs + 1 < L)[None, :]
+            u = tl.load(u_row + offs[None, :], mask=m2, other=0.0).to(tl.float32)
+            dtp = tl.load(dt_row + offs[None, :], mask=m2, other=0.0).to(tl.float32)
+            dtn = tl.load(dt_row + offs[None, :] + 1, mask=m2n, other=0.0).to(tl.float32)
+            if HAS_BIAS:
+                dtp = dtp + bias[:, None]
+                dtn = dtn + bias[:, None]
+            if SOFTPLUS:
+                dt = _softplus(dtp)
+                dtn = _softplus(dtn)
+            else:
+                dt = dtp
+            dt = tl.where(m2, dt, 0.0)
+            dtn = tl.where(m2n, dtn, 0.0)
+            Bc = tl.load(B_row + offs[None, :], mask=mnl, other=0.0).to(tl.float32)
+            Cc = tl.load(C_row + offs[None, :], mask=mnl, other=0.0).to(tl.float32)
+            dout = tl.load(g_row + offs[None, :], mask=m2, other=0.0).to(tl.float32)
+            h0 = tl.load(ck_row + c * N, mask=mask_dn, other=0.0)
+
+            # Recompute the chunk's states.
+            a = tl.exp2(dt[:, None, :] * A2[:, :, None])
+            dtu = dt * u
+            bu = dtu[:, None, :] * Bc[None, :, :]
+            P, S = tl.associative_scan((a, bu), 2, _combine)
+            h = P * h0[:, :, None] + S
+
+            if HAS_Z:
+                zz = tl.load(z_row + offs[None, :], mask=m2, other=0.0).to(tl.float32)
+                sz = tl.sigmoid(zz)
+                y = tl.sum(h * Cc[None, :, :], axis=1)
+                if HAS_D:
+                    y += Dv[:, None] * u
+                dz = dout * y * sz * (1.0 + zz * (1.0 - sz))
+                tl.store(dz_row + offs[None, :], dz.to(dz_ptr.dtype.element_ty), mask=m2)
+                dy = dout * zz * sz
+            else:
+                dy = dout
+
+            # Reverse recurrence dh_t = C_t dy_t + a_{t+1} dh_{t+1}.
+            an = tl.exp2(dtn[:, None, :] * A2[:, :, None])
+            Q, V = tl.associative_scan((an, Cc[None, :, :] * dy[:, None, :]), 2, _combine, reverse=True)
+            dh = V + Q * carry[:, :, None]
+            carry = tl.sum(tl.where(is_first, dh, 0.0), axis=2)
+
+            dCc = tl.sum(h * dy[:, None, :], axis=0)
+            dBc = tl.sum(dh * dtu[:, None, :], axis=0)
+            if DBC_ATOMIC:
+                tl.atomic_add(dC_ptr + dBC_off + offs[None, :], dCc, mask=mnl)
+                tl.atomic_add(dB_ptr + dBC_off + offs[None, :], dBc, mask=mnl)
+            else:
+                tl.store(dC_ptr + dBC_off + offs[None, :], dCc, mask=mnl)
+                tl.store(dB_ptr + dBC_off + offs[None, :], dBc, mask=mnl)
+
+            dhB = tl.sum(dh * Bc[None, :, :], axis=1)
+            w = dh * (h - bu)                      # dh_t * a_t * h_{t-1}
+            ddt = dhB * u + tl.sum(w * A[:, :, None], axis=1)
+            dA_acc += tl.sum(w * dt[:, None, :], axis=2)
+            du = dhB * dt
+            if HAS_D:
+                du += Dv[:, None] * dy
+                dD_acc += tl.sum(dy * u, axis=1)
+            if SOFTPLUS:
+                ddt = ddt * tl.sigmoid(dtp)
+            ddt = tl.where(m2, ddt, 0.0)
+            if HAS_BIAS:
+                dbias_acc += tl.sum(ddt, axis=1)
+            tl.store(du_row + offs[None, :], du.to(du_ptr.dtype.element_ty), mask=m2)
+            tl.store(ddt_row + offs[None, :], ddt.to(ddt_ptr.dtype.element_ty), mask=m2)
+
+        tl.atomic_add(dA_ptr + offs_d[:, None] * N + offs_n[None, :], dA_acc, mask=mask_dn)
+        if HAS_D:
+            tl.atomic_add(dD_ptr + offs_d, dD_acc, mask=mask_d)
+        if HAS_BIAS:
+            tl.atomic_add(dbias_ptr + offs_d, dbias_acc, mask=mask_d)
+
+
+def _check_ready(u):
+    if triton is None:
+        raise RuntimeError('selective_scan_triton needs Triton, which failed to import: '
+                           f'{_TRITON_IMPORT_ERROR!r}. Use the PyTorch backend instead.')
+    if u.device.type != 'cuda' and not _interpreting():
+        raise RuntimeError('selective_scan_triton runs on CUDA tensors only; got a tensor on '
+                           f'{u.device}. Use the PyTorch backend for CPU tensors.')
+
+
+def _last_contig(x):
+    return x if x is None or x.stride(-1) == 1 else x.contiguous()
+
+
+def _as_grouped(x, name, batch, seqlen):
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    if x.dim() != 4 or x.shape[0] != batch or x.shape[-1] != seqlen:
+        raise ValueError(f'{name} must be (b, N, L) or (b, G, N, L) with b={batch}, L={seqlen}; '
+                         f'got {tuple(x.shape)}')
+    return _last_contig(x)
+
+
+def _empty(shape, dtype, device):
+    if _POISON_OUTPUTS:
+        return torch.full(shape, float('nan'), dtype=dtype, device=device)
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+def _fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt):
+    batch, dim, seqlen = u.shape
+    dstate = A.shape[1]
+    groups = B4.shape[1]
+    cfg = launch_config(batch, dim, groups, dstate, seqlen, 'fwd', _sm_count(u.device))
+    n_chunks = -(-seqlen // cfg['BLOCK_L'])
+    out = _empty((batch, dim, seqlen), u.dtype, u.device)
+    last = _empty((batch, dim, dstate), torch.float32, u.device)
+    ckpt = (_empty((batch, dim, n_chunks, dstate), torch.float32, u.device) if store_ckpt
+            else torch.empty(1, dtype=torch.float32, device=u.device))
+    dummy = u
+    zz = z if z is not None else dummy
+    _fwd_kernel[cfg['grid']](
+        u, delta, A, B4, C4, D if D is not None else dummy, zz,
+        delta_bias if delta_bias is not None else dummy,
+        out, last, ckpt,
+        dim, seqlen, dstate, dim // groups, cfg['n_dblk'], n_chunks,
+        u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), A.stride(0), A.stride(1),
+        B4.stride(0), B4.stride(1), B4.stride(2), C4.stride(0), C4.stride(1), C4.stride(2),
+        zz.stride(0), zz.stride(1), out.stride(0), out.stride(1),
+        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+        SOFTPLUS=bool(delta_softplus), STORE_CKPT=bool(store_ckpt),
+        BLOCK_D=cfg['BLOCK_D'], BLOCK_N=cfg['BLOCK_N'], BLOCK_L=cfg['BLOCK_L'],
+        num_warps=cfg['num_warps'])
+    return out, last, ckpt
+
+
+def _bwd(dout, u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, ckpt):
+    batch, dim, seqlen = u.shape
+    dstate = A.shape[1]
+    groups = B4.shape[1]
+    cfg = launch_config(batch, dim, groups, dstate, seqlen, 'bwd', _sm_count(u.device))
+    n_chunks = ckpt.shape[2]
+    assert n_chunks == -(-seqlen // cfg['BLOCK_L']), 'chunk length changed between forward and backward'
+    dev = u.device
+    dout = _last_contig(dout)
+    du = _empty((batch, dim, seqlen), u.dtype, dev)
+    ddelta = _empty((batch, dim, seqlen), delta.dtype, dev)
+    atomic = cfg['n_dblk'] > 1
+    alloc_bc = torch.zeros if atomic else _empty
+    dB = alloc_bc((batch, groups, dstate, seqlen), dtype=torch.float32, device=dev)
+    dC = alloc_bc((batch, groups, dstate, seqlen), dtype=torch.float32, device=dev)
+    dA = torch.zeros((dim, dstate), dtype=torch.float32, device=dev)
+    dD = torch.zeros((dim,), dtype=torch.float32, device=dev) if D is not None else None
+    dbias = torch.zeros((dim,), dtype=torch.float32, device=dev) if delta_bias is not None else None
+    dz = _empty((batch, dim, seqlen), z.dtype, dev) if z is not None else None
+    dummy = du
+    zz = z if z is not None else u
+    _bwd_kernel[cfg['grid']](
+        u, delta, A, B4, C4, D if D is not None else dummy, zz,
+        delta_bias if delta_bias is not None else dummy, dout, ckpt,
+        du, ddelta, dA, dB, dC, dD if dD is not None else dummy, dz if dz is not None else dummy,
+        dbias if dbias is not None else dummy,
+        dim, seqlen, dstate, dim // groups, cfg['n_dblk'], n_chunks, groups,
+        u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), A.stride(0), A.stride(1),
+        B4.stride(0), B4.stride(1), B4.stride(2), C4.stride(0), C4.stride(1), C4.stride(2),
+        zz.stride(0), zz.stride(1), dout.stride(0), dout.stride(1),
+        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+        SOFTPLUS=bool(delta_softplus), DBC_ATOMIC=atomic,
+        BLOCK_D=cfg['BLOCK_D'], BLOCK_N=cfg['BLOCK_N'], BLOCK_L=cfg['BLOCK_L'],
+        num_warps=cfg['num_warps'])
+    return du, ddelta, dA, dB, dC, dD, dz, dbias
+
+
+class SelectiveScanTritonFn(torch.autograd.Function):
+    """Autograd wrapper: Triton forward (with state checkpoints) and Triton backward."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                return_last_state=False):
+        _check_ready(u)
+        if u.dim() != 3 or delta.shape != u.shape:
+            raise ValueError(f'u and delta must both be (b, d, L); got {tuple(u.shape)} and {tuple(delta.shape)}')
+        if A.is_complex():
+            raise NotImplementedError('selective_scan_triton supports real A only')
+        batch, dim, seqlen = u.shape
+        if A.dim() != 2 or A.shape[0] != dim:
+            raise ValueError(f'A must be (d, N) with d={dim}; got {tuple(A.shape)}')
+        dstate = A.shape[1]
+        if dstate > MAX_DSTATE:
+            raise ValueError(f'selective_scan_triton supports N <= {MAX_DSTATE}; got {dstate}')
+        B_was_3d, C_was_3d = B.dim() == 3, C.dim() == 3
+        B4 = _as_grouped(B, 'B', batch, seqlen)
+        C4 = _as_grouped(C, 'C', batch, seqlen)
+        for name, t in (('B', B4), ('C', C4)):
+            if t.shape[2] != dstate or dim % t.shape[1] != 0:
+                raise ValueError(f'{name} has shape {tuple(t.shape)}: needs N={dstate} and G dividing d={dim}')
+        if B4.shape[1] != C4.shape[1]:
+            # Different group counts for B and C: run both on the finer grouping.
+            g = max(B4.shape[1], C4.shape[1])
+            B4 = B4.repeat_interleave(g // B4.shape[1], dim=1)
+            C4 = C4.repeat_interleave(g // C4.shape[1], dim=1)
+        u, delta, z = _last_contig(u), _last_contig(delta), _last_contig(z)
+        D = D.contiguous() if D is not None else None
+        delta_bias = delta_bias.contiguous() if delta_bias is not None else None
+        if z is not None and z.shape != u.shape:
+            raise ValueError(f'z must be (b, d, L) like u; got {tuple(z.shape)}')
+        need_grad = any(ctx.needs_input_grad[:8])
+        out, last, ckpt = _fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, need_grad)
+        if need_grad:
+            ctx.save_for_backward(u, delta, A, B4, C4, D, z, delta_bias, ckpt)
+        ctx.meta = (delta_softplus, B_was_3d, C_was_3d, B.shape, C.shape, B.dtype, C.dtype)
+        if return_last_state:
+            ctx.mark_non_differentiable(last)
+            return out, last
+        return out
+
+    @staticmethod
+    def backward(ctx, dout, *unused):
+        u, delta, A, B4, C4, D, z, delta_bias, ckpt = ctx.saved_tensors
+        delta_softplus, B3, C3, B_shape, C_shape, B_dtype, C_dtype = ctx.meta
+        du, ddelta, dA, dB, dC, dD, dz, dbias = _bwd(dout, u, delta, A, B4, C4, D, z, delta_bias,
+                                                     delta_softplus, ckpt)
+
+        def regroup(grad, shape):
+            if grad.shape[1] != (1 if len(shape) == 3 else shape[1]):  # undo a repeat_interleave of groups
+                g0 = 1 if len(shape) == 3 else shape[1]
+                grad = grad.view(grad.shape[0], g0, -1, *grad.shape[2:]).sum(2)
+            return grad.reshape(shape)
+
+        dB = regroup(dB, B_shape).to(B_dtype)
+        dC = regroup(dC, C_shape).to(C_dtype)
+        return (du, ddelta, dA.to(A.dtype), dB, dC,
+                dD.to(D.dtype) if D is not None else None,
+                dz, dbias.to(delta_bias.dtype) if delta_bias is not None else None, None, None)
+
+
+def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                          return_last_state=False):
+    """Triton selective scan with mamba_ssm ``selective_scan_fn`` semantics (see the module docstring).
+
+    Returns ``out`` (b, d, L) in the dtype of ``u``, or ``(out, last_state)`` with last_state (b, d, N) float32
+    when ``return_last_state``.  Differentiable in u, delta, A, B, C, D, z and delta_bias.
+    """
+    return SelectiveScanTritonFn.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)

@@ -1,0 +1,166 @@
+"""CPU-side tests of the Triton selective scan (mamba_sr_archs/ops/triton_scan.py).
+
+The GPU path itself is checked and timed by scripts/bench_gpu.py on a CUDA machine.  Here:
+* the module imports without CUDA (and without Triton), and calling it on CPU tensors fails with a clear error;
+* the launch-configuration helpers cover every channel, state and step exactly once, keep the chunk grid shared by
+  forward and backward, and fill the GPU;
+* where Triton is installed, the kernels themselves run in Triton's CPU interpreter (TRITON_INTERPRET=1, in a
+  subprocess, tiny shapes) and must match the repository's sequential reference, gradients included.
+"""
+import importlib
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from mamba_sr_archs.ops import triton_scan as ts
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _has_triton():
+    return importlib.util.find_spec('triton') is not None
+
+
+def test_module_imports_and_exports():
+    assert callable(ts.selective_scan_triton)
+    assert isinstance(ts.is_available(), bool)
+    if not torch.cuda.is_available() and os.environ.get('TRITON_INTERPRET') != '1':
+        assert ts.is_available() is False
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the error raised without CUDA')
+def test_cpu_tensors_raise_clear_error(monkeypatch):
+    monkeypatch.delenv('TRITON_INTERPRET', raising=False)
+    u = torch.randn(1, 2, 5)
+    with pytest.raises(RuntimeError, match='CUDA|Triton'):
+        ts.selective_scan_triton(u, u.clone(), -torch.rand(2, 3), torch.randn(1, 3, 5), torch.randn(1, 3, 5))
+
+
+def test_import_without_triton():
+    """The module must import (and fail only when called) where Triton is missing."""
+    code = textwrap.dedent(f"""
+        import sys, builtins
+        real_import = builtins.__import__
+        def fake_import(name, *a, **k):
+            if name == 'triton' or name.startswith('triton.'):
+                raise ImportError('no triton here')
+            return real_import(name, *a, **k)
+        builtins.__import__ = fake_import
+        sys.path.insert(0, {ROOT!r})
+        import torch
+        from mamba_sr_archs.ops import triton_scan as ts
+        assert ts.triton is None and ts.is_available() is False
+        u = torch.randn(1, 2, 4)
+        try:
+            ts.selective_scan_triton(u, u, -torch.rand(2, 3), torch.randn(1, 3, 4), torch.randn(1, 3, 4))
+        except RuntimeError as e:
+            assert 'Triton' in str(e), e
+            print('OK')
+    """)
+    env = {k: v for k, v in os.environ.items() if k != 'TRITON_INTERPRET'}
+    res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().endswith('OK')
+
+
+@pytest.mark.parametrize('batch,dim,groups,dstate,seqlen', [
+    (1, 16, 1, 1, 1), (16, 96, 1, 8, 4096), (16, 384, 1, 16, 4096), (16, 240, 1, 32, 4096),
+    (1, 40, 1, 64, 2049), (2, 12, 3, 16, 2047), (4, 10, 2, 5, 16384), (1, 8, 1, 256, 100)])
+@pytest.mark.parametrize('kind', ['fwd', 'bwd'])
+def test_launch_config_covers_everything(batch, dim, groups, dstate, seqlen, kind):
+    cfg = ts.launch_config(batch, dim, groups, dstate, seqlen, kind, sm_count=132)
+    bd, bn, bl = cfg['BLOCK_D'], cfg['BLOCK_N'], cfg['BLOCK_L']
+    for v in (bd, bn, bl):
+        assert v >= 1 and v & (v - 1) == 0, cfg          # tl.arange needs powers of two
+    assert dstate <= bn < 2 * dstate or bn == 1
+    assert 16 <= bl <= 128
+    dpg = dim // groups
+    # every channel of a group is covered, and no program is entirely padding
+    assert cfg['n_dblk'] * bd >= dpg and (cfg['n_dblk'] - 1) * bd < dpg
+    assert cfg['grid'] == (groups * cfg['n_dblk'], batch)
+    # the sequence is cut into chunks with at most one partial chunk: no padding of L beyond one chunk
+    n = ts.num_chunks(seqlen, dstate)
+    assert n * bl >= seqlen and (n - 1) * bl < seqlen
+    assert cfg['num_warps'] in (4, 8)
+    # forward and backward share the chunk grid (the checkpoints are stored per chunk)
+    other = ts.launch_config(batch, dim, groups, dstate, seqlen, 'bwd' if kind == 'fwd' else 'fwd', sm_count=132)
+    assert other['BLOCK_L'] == bl and other['BLOCK_N'] == bn
+
+
+def test_launch_config_fills_the_gpu_and_respects_tile_budget():
+    # Large problem: channel blocks as large as the tile budget allows.
+    big = ts.launch_config(16, 384, 1, 16, 4096, 'fwd', sm_count=132)
+    assert big['BLOCK_D'] * big['BLOCK_N'] * big['BLOCK_L'] <= ts._FWD_TILE
+    assert big['grid'][0] * big['grid'][1] >= 2 * 132
+    # Small batch: BLOCK_D shrinks to raise the number of programs.
+    small = ts.launch_config(1, 64, 1, 16, 4096, 'fwd', sm_count=132)
+    assert small['BLOCK_D'] == 1 and small['grid'] == (64, 1)
+    bwd = ts.launch_config(16, 384, 1, 16, 4096, 'bwd', sm_count=132)
+    assert bwd["BLOCK_D"] * bwd["BLOCK_N"] * bwd["BLOCK_L"] <= ts._BWD_TILE_LARGE_N
+
+
+def test_launch_config_rejects_bad_groups():
+    with pytest.raises(ValueError):
+        ts.launch_config(1, 10, 3, 4, 16)
+    with pytest.raises(ValueError):
+        ts.launch_config(1, 12, 3, 4, 16, kind='sideways')
+
+
+def test_config_override_is_used(monkeypatch):
+    monkeypatch.setitem(ts._CONFIG_OVERRIDE, 'fwd', {'BLOCK_L': 32, 'BLOCK_D': 2, 'num_warps': 8})
+    cfg = ts.launch_config(2, 16, 1, 8, 1000, 'fwd')
+    assert (cfg['BLOCK_L'], cfg['BLOCK_D'], cfg['num_warps'], cfg['n_dblk']) == (32, 2, 8, 8)
+    assert ts.num_chunks(1000, 8) == 32
+
+
+_INTERP_SCRIPT = r"""
+import sys, torch
+sys.path.insert(0, ROOT)
+from mamba_sr_archs.ops import triton_scan as ts
+from mamba_sr_archs.ops import selective_scan_ref
+ts._POISON_OUTPUTS = True
+torch.manual_seed(0)
+cases = [  # b, d, L, N, G (0: B/C (b,N,L)), softplus, z, D, bias, override
+    (2, 4, 37, 4, 2, True, True, True, True, None),
+    (1, 6, 20, 3, 0, False, False, False, False, None),
+    (2, 8, 50, 4, 1, True, True, True, True, {'fwd': {'BLOCK_L': 16, 'BLOCK_D': 4}, 'bwd': {'BLOCK_D': 2}}),
+    (1, 4, 1, 2, 0, True, True, True, False, None),
+]
+worst = 0.0
+for b, d, L, N, G, sp, hz, hD, hb, over in cases:
+    ts._CONFIG_OVERRIDE.clear(); ts._CONFIG_OVERRIDE.update(over or {})
+    u = torch.randn(b, d, L)
+    delta = torch.randn(b, d, L) * 0.5 - 1 if sp else torch.rand(b, d, L) * 0.3
+    A = -torch.rand(d, N) * 4 - 0.1
+    shp = (b, G, N, L) if G else (b, N, L)
+    ins = [u, delta, A, torch.randn(*shp), torch.randn(*shp), torch.randn(d) if hD else None,
+           torch.randn(b, d, L) if hz else None, torch.randn(d) * 0.5 if hb else None]
+    r = [t.double().requires_grad_() if t is not None else None for t in ins]
+    t = [x.clone().requires_grad_() if x is not None else None for x in ins]
+    yr, sr = selective_scan_ref(*r, delta_softplus=sp, return_last_state=True)
+    y, s = ts.selective_scan_triton(*t, delta_softplus=sp, return_last_state=True)
+    assert y.dtype == torch.float32 and s.dtype == torch.float32 and s.shape == (b, d, N)
+    w = torch.randn(b, d, L)
+    (yr * w.double()).sum().backward()
+    (y * w).sum().backward()
+    pairs = [(y, yr), (s, sr)] + [(a.grad, c.grad) for a, c in zip(t, r) if a is not None]
+    for a, c in pairs:
+        assert torch.isfinite(a).all()
+        err = ((a.double() - c).norm() / c.norm().clamp_min(1e-30)).item() if c.norm() > 0 else a.norm().item()
+        worst = max(worst, err)
+print('WORST', worst)
+"""
+
+
+@pytest.mark.skipif(not _has_triton(), reason='Triton is not installed')
+def test_kernels_match_reference_in_triton_interpreter():
+    env = dict(os.environ, TRITON_INTERPRET='1', CUDA_VISIBLE_DEVICES='')
+    code = f'ROOT = {ROOT!r}\n' + _INTERP_SCRIPT
+    res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    worst = float(res.stdout.strip().split('WORST')[-1])
+    assert worst < 1e-5, worst
