@@ -1,11 +1,51 @@
-"""Causal depthwise conv1d with ``causal_conv1d_fn`` semantics."""
+"""Causal depthwise conv1d with ``causal_conv1d_fn`` semantics (the short convolution of a Mamba layer).
+
+``out[b, d, t] = act(bias[d] + sum_k weight[d, k] * x[b, d, t - (K - 1) + k])`` with zeros before t = 0.  Uses the
+``causal_conv1d`` package's CUDA kernel for CUDA tensors when it is installed, else ``F.conv1d``.
+"""
+import importlib
+
 import torch.nn.functional as F
+
+__all__ = ['causal_conv1d', 'causal_conv1d_torch']
+
+_KERNEL = {}
+
+
+def _cuda_kernel():
+    """``causal_conv1d.causal_conv1d_fn`` or None (import tried once)."""
+    if 'fn' not in _KERNEL:
+        try:
+            _KERNEL['fn'] = importlib.import_module('causal_conv1d').causal_conv1d_fn
+        except Exception:  # not installed, or its CUDA extension does not load
+            _KERNEL['fn'] = None
+    return _KERNEL['fn']
+
+
+def _check(x, weight, bias, activation):
+    if activation not in (None, 'silu', 'swish'):
+        raise ValueError(f"activation must be None, 'silu' or 'swish', got {activation!r}")
+    if x.dim() != 3 or weight.dim() != 2 or weight.shape[0] != x.shape[1]:
+        raise ValueError(f'x must be (batch, dim, seqlen) and weight (dim, width); got {tuple(x.shape)} and '
+                         f'{tuple(weight.shape)}')
+    if bias is not None and tuple(bias.shape) != (x.shape[1],):
+        raise ValueError(f'bias must be (dim,) = ({x.shape[1]},), got {tuple(bias.shape)}')
+
+
+def causal_conv1d_torch(x, weight, bias=None, activation=None):
+    """PyTorch path: left zero padding of width K - 1, depthwise ``F.conv1d``, optional SiLU."""
+    _check(x, weight, bias, activation)
+    out = F.conv1d(F.pad(x, (weight.shape[-1] - 1, 0)), weight.unsqueeze(1), bias, groups=x.shape[1])
+    return F.silu(out) if activation else out
 
 
 def causal_conv1d(x, weight, bias=None, activation=None):
-    """x (b, d, l), weight (d, k), bias (d,); left zero padding k-1; activation None or 'silu'/'swish'."""
-    if activation not in (None, 'silu', 'swish'):
-        raise ValueError(f"activation must be None, 'silu' or 'swish', got {activation!r}")
-    k = weight.shape[-1]
-    out = F.conv1d(F.pad(x, (k - 1, 0)), weight.unsqueeze(1), bias, groups=x.shape[1])
-    return F.silu(out) if activation else out
+    """x (batch, dim, seqlen), weight (dim, width), bias (dim,) or None; activation None, 'silu' or 'swish'.
+
+    Returns (batch, dim, seqlen) in x's dtype.
+    """
+    _check(x, weight, bias, activation)
+    fn = _cuda_kernel() if x.is_cuda else None
+    if fn is not None:
+        return fn(x, weight, bias, activation)
+    return causal_conv1d_torch(x, weight, bias, activation)
