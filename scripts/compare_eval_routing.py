@@ -27,10 +27,10 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     import yaml
+
+    import mamba_sr_archs  # noqa: F401  (first: applies the BasicSR compat layer)
     from basicsr.archs import build_network
     from basicsr.metrics import calculate_psnr
-
-    import mamba_sr_archs  # noqa: F401
     from mamba_sr_archs.checkpoint import load_state_dict_into
 
     opt = yaml.safe_load(Path(args.opt).read_text())
