@@ -25,6 +25,9 @@ def _register(registry_name, obj, name=None):
     existing = registry._obj_map.get(name)
     if existing is obj:
         return obj
+    if existing is not None and (existing.__module__, existing.__qualname__) == (obj.__module__, obj.__qualname__):
+        registry._obj_map[name] = obj  # our own module executed again (importlib.reload): take the new class
+        return obj
     if existing is not None:
         # BasicSR asserts on duplicate names; a fork (e.g. the official MambaIR tree) may already own
         # this name.  Keep theirs under the plain name and ours under a prefixed one.

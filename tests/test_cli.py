@@ -2,6 +2,7 @@
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -81,7 +82,7 @@ def test_test_pipeline_writes_results(workdir):
     opt['name'] = 'tiny_test'
     opt['path']['pretrain_network_g'] = str(workdir / 'experiments' / 'tiny' / 'models' / 'net_g_latest.pth')
     opt['datasets'] = {'test_1': opt['datasets']['val']}
-    opt['val']['save_img'] = True
+    opt['val'].update(save_img=True, suffix=None)  # BasicSR's test pipeline reads val.suffix when saving
     del opt['train']
     test_yml = workdir / 'test.yml'
     test_yml.write_text(yaml.safe_dump(opt))
@@ -98,10 +99,13 @@ def _console_script():
 @pytest.mark.skipif(_console_script() is None, reason='the basicsr console script is not installed')
 def test_torchrun_two_cpu_processes_gloo(workdir):
     opt = write_tiny_options(workdir, total_iter=4, ckpt_freq=2, val_freq=2)
-    torchrun = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port=0',
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    torchrun = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={port}',
                 '--no-python', _console_script()]
     out = subprocess.run(torchrun + ['train', '-opt', str(opt)], cwd=workdir, capture_output=True, text=True,
-                         timeout=300, env=dict(os.environ, OMP_NUM_THREADS='1'))
+                         timeout=240, env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
     exp = workdir / 'experiments' / 'tiny'
     log = next(exp.glob('train_*.log')).read_text()

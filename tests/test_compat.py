@@ -14,6 +14,17 @@ from mamba_sr_archs import compat
 from mamba_sr_archs.checkpoint import CheckpointError, atomic_torch_save, load_checkpoint
 
 
+# Loads compat.py on its own (not through the package, whose import applies every patch) and installs only the
+# torchvision shim, so that a subprocess sees BasicSR's original behaviour.
+SHIM_ONLY = f"""
+import importlib.util
+_spec = importlib.util.spec_from_file_location('standalone_compat', {str(compat.__file__)!r})
+_mod = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_mod)
+_mod.install_torchvision_shim()
+"""
+
+
 def _run_py(code, env=None, cwd=None):
     full_env = dict(os.environ, **(env or {}))
     return subprocess.run([sys.executable, '-c', textwrap.dedent(code)], capture_output=True, text=True, env=full_env,
@@ -29,12 +40,12 @@ def _free_port():
 def test_torchvision_shim_lets_basicsr_registry_import():
     without = _run_py('from basicsr.utils.registry import ARCH_REGISTRY')
     assert without.returncode != 0 and 'functional_tensor' in without.stderr
-    with_shim = _run_py('''
-        from mamba_sr_archs.compat import install_torchvision_shim
-        install_torchvision_shim()
-        from basicsr.utils.registry import ARCH_REGISTRY
-        from basicsr.data.degradations import rgb_to_grayscale
-        print('ok')''')
+    with_shim = _run_py(SHIM_ONLY + '''
+from basicsr.utils.registry import ARCH_REGISTRY
+from basicsr.data.degradations import rgb_to_grayscale
+import sys
+assert 'mamba_sr_archs' not in sys.modules
+print('ok')''')
     assert with_shim.returncode == 0, with_shim.stderr
     assert 'ok' in with_shim.stdout
 
@@ -66,11 +77,9 @@ def test_torchrun_environment_selects_pytorch_launcher():
 def test_init_dist_uses_gloo_on_cpu_and_basicsr_original_fails():
     env = {'RANK': '0', 'LOCAL_RANK': '0', 'WORLD_SIZE': '1', 'MASTER_ADDR': '127.0.0.1',
            'MASTER_PORT': str(_free_port())}
-    original = _run_py('''
-        from mamba_sr_archs.compat import install_torchvision_shim
-        install_torchvision_shim()
-        from basicsr.utils.dist_util import init_dist
-        init_dist('pytorch')''', env=env)
+    original = _run_py(SHIM_ONLY + '''
+from basicsr.utils.dist_util import init_dist
+init_dist('pytorch')''', env=env)
     assert original.returncode != 0  # hard-coded NCCL / torch.cuda.set_device on a CPU machine
     ours = _run_py('''
         import mamba_sr_archs
@@ -172,16 +181,15 @@ def test_registration_is_idempotent_and_collisions_are_aliased():
 
 
 def test_our_names_do_not_collide_with_basicsr_and_import_twice_is_safe():
-    out = _run_py('''
-        from mamba_sr_archs.compat import install_torchvision_shim
-        install_torchvision_shim()
-        from basicsr.utils import registry as r
-        before = {n: set(getattr(r, n)._obj_map) for n in ('ARCH_REGISTRY', 'MODEL_REGISTRY', 'DATASET_REGISTRY')}
-        import mamba_sr_archs, importlib
-        import mamba_sr_archs.archs.mma_arch
-        importlib.reload(mamba_sr_archs.archs.mma_arch)  # registering again must not assert
-        added = {n: sorted(set(getattr(r, n)._obj_map) - before[n]) for n in before}
-        print(added)''')
+    out = _run_py(SHIM_ONLY + '''
+from basicsr.utils import registry as r
+before = {n: set(getattr(r, n)._obj_map) for n in ('ARCH_REGISTRY', 'MODEL_REGISTRY', 'DATASET_REGISTRY')}
+import mamba_sr_archs, importlib
+import mamba_sr_archs  # a second import is a no-op
+importlib.reload(mamba_sr_archs.archs.mma_arch)  # re-executing a module re-registers its class, no assertion
+assert r.ARCH_REGISTRY.get('MMA') is mamba_sr_archs.archs.mma_arch.MMA
+added = {n: sorted(set(getattr(r, n)._obj_map) - before[n]) for n in before}
+print(added)''')
     assert out.returncode == 0, out.stderr
     added = eval(out.stdout.strip().splitlines()[-1])
     for name in ('MambaIRv2', 'MambaIRv2Light', 'MMA', 'MPSI'):
