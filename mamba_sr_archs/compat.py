@@ -3,6 +3,7 @@
 ``apply()`` is called once by ``import mamba_sr_archs``; it patches BasicSR objects in memory and
 never edits BasicSR's files.  Each patch is a small named function so tests can check it directly.
 """
+import itertools
 import logging
 import os
 import sys
@@ -12,6 +13,7 @@ logger = logging.getLogger('mamba_sr_archs')
 
 _APPLIED = False
 ORIGINALS = {}  # 'module.name' -> BasicSR's own object, kept for tests and debugging
+_RESUME = {}  # epoch/iter of the training state being resumed
 
 
 # --------------------------------------------------------------------------------------------- torchvision
@@ -176,6 +178,7 @@ def load_resume_state(opt):
 
     from .checkpoint import CheckpointError, load_checkpoint
 
+    _RESUME.clear()
     if opt['auto_resume']:
         state_dir = os.path.join('experiments', opt['name'], 'training_states')
         candidates = []
@@ -192,6 +195,7 @@ def load_resume_state(opt):
                 continue
             opt['path']['resume_state'] = path
             check_resume(opt, state['iter'])
+            _RESUME.update(epoch=state['epoch'], iter=state['iter'])
             return state
         return None
     path = opt['path'].get('resume_state')
@@ -199,7 +203,37 @@ def load_resume_state(opt):
         return None
     state = load_checkpoint(path)
     check_resume(opt, state['iter'])
+    _RESUME.update(epoch=state['epoch'], iter=state['iter'])
     return state
+
+
+def _sampler_iter(self):
+    """Replacement for ``EnlargedSampler.__iter__``: BasicSR restarts a resumed epoch from its first batch, so
+    the batches seen before the save are trained on twice and the run diverges from an uninterrupted one.  After
+    a resume, the resumed epoch skips the samples that were already consumed (set by ``_wrap_dataloaders``)."""
+    indices = ORIGINALS['basicsr.data.data_sampler.EnlargedSampler.__iter__'](self)
+    skip = getattr(self, 'resume_skip', None)
+    if skip is not None and skip[0] == self.epoch:
+        self.resume_skip = None
+        return itertools.islice(indices, skip[1], None)
+    return indices
+
+
+def _wrap_dataloaders(create):
+    """Wrap ``basicsr.train.create_train_val_dataloader`` to tell the train sampler where a resumed epoch stood."""
+
+    def wrapped(opt, logger):
+        result = create(opt, logger)
+        train_loader, train_sampler = result[0], result[1]
+        if _RESUME and train_loader is not None and hasattr(train_sampler, 'set_epoch'):
+            per_epoch = len(train_loader)
+            done = _RESUME['iter'] - _RESUME['epoch'] * per_epoch
+            if 0 < done <= per_epoch:
+                train_sampler.resume_skip = (_RESUME['epoch'], done * train_loader.batch_size)
+                logger.info(f"Resume: skipping the {done} batches of epoch {_RESUME['epoch']} trained before the save.")
+        return result
+
+    return wrapped
 
 
 # --------------------------------------------------------------------------------------------- options
@@ -235,12 +269,15 @@ def apply():
     import basicsr.train
     import basicsr.utils.dist_util
     import basicsr.utils.options
+    from basicsr.data.data_sampler import EnlargedSampler
     from basicsr.models.base_model import BaseModel
 
     patches = [
         (basicsr.utils.dist_util, 'init_dist', init_dist),
         (basicsr.utils.options, 'init_dist', init_dist),  # parse_options calls the name it imported
         (basicsr.train, 'load_resume_state', load_resume_state),  # train_pipeline looks it up in its module
+        (basicsr.train, 'create_train_val_dataloader', _wrap_dataloaders(basicsr.train.create_train_val_dataloader)),
+        (EnlargedSampler, '__iter__', _sampler_iter),
         (basicsr.train, 'parse_options', _wrap_parse_options(basicsr.train.parse_options)),
         (basicsr.test, 'parse_options', _wrap_parse_options(basicsr.test.parse_options)),
         (BaseModel, 'model_to_device', _model_to_device),
@@ -249,6 +286,7 @@ def apply():
         (BaseModel, 'save_training_state', _save_training_state),
     ]
     for owner, name, new in patches:
-        ORIGINALS.setdefault(f'{owner.__name__}.{name}', getattr(owner, name))
+        owner_name = owner.__name__ if isinstance(owner, types.ModuleType) else f'{owner.__module__}.{owner.__name__}'
+        ORIGINALS.setdefault(f'{owner_name}.{name}', getattr(owner, name))
         setattr(owner, name, new)
     _APPLIED = True
