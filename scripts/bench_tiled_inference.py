@@ -32,7 +32,7 @@ def _rss_mib():
     return rss / 2**20 if sys.platform == 'darwin' else rss / 2**10
 
 
-def build_net(arch, variant, scale, weights=None):
+def build_net(arch, variant, scale, weights=None, opt_file=None):
     import torch
 
     from mamba_sr_archs import archs  # noqa: F401  (plain nn.Modules; BasicSR not needed)
@@ -44,7 +44,15 @@ def build_net(arch, variant, scale, weights=None):
     if arch not in classes:
         raise SystemExit(f'--arch must be one of {sorted(classes)}')
     torch.manual_seed(0)
-    net = classes[arch](**dict(PRESETS[arch][variant], upscale=scale))
+    if opt_file:  # network_g of an option file (e.g. the CPU demo's reduced MambaIRv2Light)
+        import yaml
+        net_opt = dict(yaml.safe_load(open(opt_file))['network_g'])
+        arch = net_opt.pop('type')
+        if arch not in classes:
+            raise SystemExit(f'{opt_file}: network_g type must be one of {sorted(classes)}')
+        net = classes[arch](**dict(net_opt, upscale=scale))
+    else:
+        net = classes[arch](**dict(PRESETS[arch][variant], upscale=scale))
     if weights:
         load_state_dict_into(net, weights, strict=True)
     return net.eval()
@@ -57,7 +65,7 @@ def child(args):
     from mamba_sr_archs.inference import sr_forward
 
     torch.set_num_threads(args.threads)
-    net = build_net(args.arch, args.variant, args.scale, args.weights)
+    net = build_net(args.arch, args.variant, args.scale, args.weights, args.opt)
     x = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
     rss_before = _rss_mib()
     tile = None if args.mode == 'whole' else args.tile
@@ -76,6 +84,8 @@ def run_child(args, mode):
            '--tile-pad', str(args.tile_pad), '--threads', str(args.threads)]
     if args.weights:
         cmd += ['--weights', args.weights]
+    if args.opt:
+        cmd += ['--opt', args.opt]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         print(res.stderr, file=sys.stderr)
@@ -101,7 +111,7 @@ def psnr_tiled_vs_whole(args):
     from mamba_sr_archs.inference import sr_forward
 
     torch.set_num_threads(args.threads)
-    net = build_net(args.arch, args.variant, args.scale, args.weights)
+    net = build_net(args.arch, args.variant, args.scale, args.weights, args.opt)
     s = args.scale
     results = {}
     for name in args.sets:
@@ -138,6 +148,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--arch', default='MambaIRv2Light', choices=('MambaIRv2Light', 'MambaIRv2'))
     p.add_argument('--variant', default='light', help="preset of mamba_sr_archs.infer.PRESETS ('light'; S/B/L)")
+    p.add_argument('--opt', help="take the network from this option file's network_g (overrides --arch/--variant)")
     p.add_argument('--scale', type=int, default=4)
     p.add_argument('--size', type=int, default=2048, help='side of the random square input (memory run)')
     p.add_argument('--tile', type=int, default=64)
