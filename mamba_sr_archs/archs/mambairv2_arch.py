@@ -38,6 +38,7 @@ import torch.utils.checkpoint
 
 from .._registry import register_arch
 from ..ops import selective_scan
+from .upsamplers import Upsample, UpsampleOneStep
 
 __all__ = ['MambaIRv2', 'MambaIRv2Light']
 
@@ -526,35 +527,6 @@ class PatchEmbed(nn.Module):
 
 def _pair(v):
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-
-
-# ----------------------------------------------------------------------------------------------
-# Reconstruction heads
-# ----------------------------------------------------------------------------------------------
-class Upsample(nn.Sequential):
-    """Conv + PixelShuffle(2) per factor 2 (scale 2^n), or one conv + PixelShuffle(3)."""
-
-    def __init__(self, scale, num_feat):
-        m = []
-        if (scale & (scale - 1)) == 0:
-            for _ in range(int(math.log2(scale))):
-                m += [nn.Conv2d(num_feat, 4 * num_feat, 3, 1, 1), nn.PixelShuffle(2)]
-        elif scale == 3:
-            m += [nn.Conv2d(num_feat, 9 * num_feat, 3, 1, 1), nn.PixelShuffle(3)]
-        else:
-            raise ValueError(f'scale {scale} is not supported. Supported scales: 2^n and 3.')
-        super().__init__(*m)
-        self.scale = scale
-        self.num_feat = num_feat
-
-
-class UpsampleOneStep(nn.Sequential):
-    """Pixel-shuffle-direct head of lightweight SR: one conv to scale^2 * out channels + PixelShuffle."""
-
-    def __init__(self, scale, num_feat, num_out_ch, input_resolution=None):
-        super().__init__(nn.Conv2d(num_feat, scale ** 2 * num_out_ch, 3, 1, 1), nn.PixelShuffle(scale))
-        self.num_feat = num_feat
-        self.input_resolution = input_resolution
 
 
 # ----------------------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ the official code (``body.<i>.norm1.body.weight``, ``body.<i>.attn.mamba.mamba.*
 aliases (``MLPMixer``, ``HybridAttBlock``, ``MambaLayer``, ``CAB``, ``FeedForward``).
 """
 import logging
-import math
 
 import torch
 import torch.nn as nn
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 
 from .._registry import register_arch
 from .mamba_layer import Mamba
+from .upsamplers import Upsample
 
 logger = logging.getLogger('mamba_sr_archs')
 
@@ -164,21 +164,6 @@ class MMABlock(nn.Module):
     def forward(self, x):
         x = x + self.attn(self.norm1(x))
         return x + self.ffn(self.norm2(x))
-
-
-class Upsample(nn.Sequential):
-    """Sub-pixel upsampler (BasicSR): (conv C->4C, PixelShuffle(2)) x log2(scale) for 2^n, conv C->9C + PS(3) for 3."""
-
-    def __init__(self, scale, num_feat):
-        layers = []
-        if scale > 0 and (scale & (scale - 1)) == 0:
-            for _ in range(int(math.log2(scale))):
-                layers += [nn.Conv2d(num_feat, 4 * num_feat, 3, 1, 1), nn.PixelShuffle(2)]
-        elif scale == 3:
-            layers += [nn.Conv2d(num_feat, 9 * num_feat, 3, 1, 1), nn.PixelShuffle(3)]
-        else:
-            raise ValueError(f'upscale {scale} is not supported; supported: 2^n and 3.')
-        super().__init__(*layers)
 
 
 @register_arch

@@ -53,7 +53,6 @@ checkpoints load strictly and our own ``state_dict()`` round-trips: ``Channel_Ma
 ``*_b`` parameters of the MCRM's unidirectional Mamba (the vendored mamba_ssm always creates them),
 and the degenerate DPB weights.  They receive no (or only rounding-level) gradients.
 """
-import math
 from collections import OrderedDict
 
 import torch
@@ -63,6 +62,7 @@ from torch.utils import checkpoint
 
 from .._registry import register_arch
 from .mamba_layer import Mamba
+from .upsamplers import Upsample, UpsampleOneStep
 
 __all__ = ['MPSI', 'RECOMPUTED_BUFFERS', 'is_recomputed_key']
 
@@ -527,30 +527,6 @@ def conv3_block(dim):
         nn.Conv2d(dim, dim // 4, 3, 1, 1), nn.LeakyReLU(negative_slope=0.2, inplace=True),
         nn.Conv2d(dim // 4, dim // 4, 1, 1, 0), nn.LeakyReLU(negative_slope=0.2, inplace=True),
         nn.Conv2d(dim // 4, dim, 3, 1, 1))
-
-
-class Upsample(nn.Sequential):
-    """Conv + PixelShuffle stages for scales 2^n and 3 (classical SR)."""
-
-    def __init__(self, scale, num_feat):
-        m = []
-        if (scale & (scale - 1)) == 0:
-            for _ in range(int(math.log2(scale))):
-                m += [nn.Conv2d(num_feat, 4 * num_feat, 3, 1, 1), nn.PixelShuffle(2)]
-        elif scale == 3:
-            m += [nn.Conv2d(num_feat, 9 * num_feat, 3, 1, 1), nn.PixelShuffle(3)]
-        else:
-            raise ValueError(f'scale {scale} is not supported. Supported scales: 2^n and 3.')
-        super().__init__(*m)
-
-
-class UpsampleOneStep(nn.Sequential):
-    """One 3x3 conv to scale^2 * out channels and one PixelShuffle (lightweight SR)."""
-
-    def __init__(self, scale, num_feat, num_out_ch, input_resolution=None):
-        self.num_feat = num_feat
-        self.input_resolution = input_resolution
-        super().__init__(nn.Conv2d(num_feat, scale**2 * num_out_ch, 3, 1, 1), nn.PixelShuffle(scale))
 
 
 # ---------------------------------------------------------------------------------------------- network
