@@ -2,7 +2,6 @@
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -99,10 +98,8 @@ def _console_script():
 @pytest.mark.skipif(_console_script() is None, reason='the basicsr console script is not installed')
 def test_torchrun_two_cpu_processes_gloo(workdir):
     opt = write_tiny_options(workdir, total_iter=4, ckpt_freq=2, val_freq=2)
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        port = sock.getsockname()[1]
-    torchrun = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={port}',
+    # --standalone: torchrun picks its own free port (no race with a port chosen here and bound later)
+    torchrun = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
                 '--no-python', _console_script()]
     out = subprocess.run(torchrun + ['train', '-opt', str(opt)], cwd=workdir, capture_output=True, text=True,
                          timeout=240, env=dict(os.environ, OMP_NUM_THREADS='1'))
