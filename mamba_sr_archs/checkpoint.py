@@ -20,30 +20,39 @@ class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be used: unreadable, unsafe, or not matching the network."""
 
 
-def atomic_torch_save(obj, path):
-    """``torch.save`` to ``path`` through a temporary file + rename (POSIX-atomic on one filesystem)."""
+def atomic_write(path, write, durable=True):
+    """Write ``path`` through a temporary file in the same folder + rename (POSIX-atomic on one filesystem):
+    ``write(f)`` fills the binary file object; a failure or kill leaves any old ``path`` untouched and no
+    temporary file behind.  ``durable`` also fsyncs the data and the folder entry."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
     try:
         with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
+            write(f)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    try:  # make the rename itself durable
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    if durable:
+        try:  # make the rename itself durable
+            dfd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError:
+            pass
+
+
+def atomic_torch_save(obj, path):
+    """``torch.save`` to ``path`` atomically (see :func:`atomic_write`)."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def load_checkpoint(path, map_location='cpu'):

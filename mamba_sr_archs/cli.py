@@ -55,15 +55,10 @@ def _check_kwargs(cls, kwargs, where):
             raise OptionError(f"{where}: missing required argument '{p.name}' for {cls.__name__}")
 
 
-def validate_options(path, is_train=True):
-    """Check an option file before BasicSR runs it; return the parsed dict.
-
-    Catches what otherwise ends in a long traceback: a missing file, YAML syntax, an unknown
-    ``type``/``model_type`` and unknown constructor arguments of the networks.
-    """
+def load_option_file(path):
+    """Read a BasicSR option file (BasicSR's ordered YAML loader) or raise a one-line OptionError."""
     import yaml
     from basicsr.utils.options import ordered_yaml
-    from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, MODEL_REGISTRY
 
     if path is None:
         raise OptionError('missing -opt FILE.yml')
@@ -76,6 +71,18 @@ def validate_options(path, is_train=True):
         raise OptionError(f'{path}: invalid YAML: {str(err).splitlines()[0]}') from err
     if not isinstance(opt, dict):
         raise OptionError(f'{path}: expected a mapping of options at the top level')
+    return opt
+
+
+def validate_options(path, is_train=True):
+    """Check an option file before BasicSR runs it; return the parsed dict.
+
+    Catches what otherwise ends in a long traceback: a missing file, YAML syntax, an unknown
+    ``type``/``model_type`` and unknown constructor arguments of the networks.
+    """
+    from basicsr.utils.registry import ARCH_REGISTRY, DATASET_REGISTRY, MODEL_REGISTRY
+
+    opt = load_option_file(path)
     for key in ('name', 'model_type', 'datasets') + (('train', ) if is_train else ()):
         if key not in opt:
             raise OptionError(f"{path}: missing required key '{key}'")

@@ -30,7 +30,6 @@ import inspect
 import os
 import resource
 import sys
-import tempfile
 import time
 
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm', '.pnm', '.jp2')
@@ -221,17 +220,13 @@ def _network_config(args):
 
 
 def _load_yaml(path):
-    import yaml
-    from basicsr.utils.options import ordered_yaml
+    from .cli import OptionError, load_option_file
 
-    if not os.path.isfile(path):
-        raise InferError(f'{path}: option file not found')
     try:
-        with open(path) as f:
-            opt = yaml.load(f, Loader=ordered_yaml()[0])
-    except yaml.YAMLError as err:
-        raise InferError(f'{path}: invalid YAML: {str(err).splitlines()[0]}') from err
-    if not isinstance(opt, dict) or not isinstance(opt.get('network_g'), dict):
+        opt = load_option_file(path)
+    except OptionError as err:
+        raise InferError(str(err)) from err
+    if not isinstance(opt.get('network_g'), dict):
         raise InferError(f"{path}: expected a mapping with a 'network_g' section")
     return opt
 
@@ -316,16 +311,9 @@ def write_image(path, img, dtype):
     ok, buf = cv2.imencode(ext, _to_dtype(img, dtype))
     if not ok:
         raise ImageError(f'OpenCV could not encode {os.path.basename(path)}')
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(buf.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from .checkpoint import atomic_write
+
+    atomic_write(path, lambda f: f.write(buf.tobytes()), durable=False)
 
 
 def _resize(img, h, w):

@@ -24,6 +24,18 @@ def _at_least_f32(t):
     return t if t.dtype == torch.float64 else t.float()
 
 
+def s4d_real_A_log(d_inner, d_state):
+    """S4D-real initialisation of ``A_log``: log(1..N) for every channel, shape (d_inner, d_state)."""
+    return torch.log(torch.arange(1, d_state + 1, dtype=torch.float32).repeat(d_inner, 1))
+
+
+def dt_bias_init(d_inner, dt_min=0.001, dt_max=0.1, dt_init_floor=1e-4):
+    """delta bias such that softplus(bias) is log-uniform in [dt_min, dt_max] (inverse softplus)."""
+    dt = torch.exp(torch.rand(d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+    dt = dt.clamp(min=dt_init_floor)
+    return dt + torch.log(-torch.expm1(-dt))
+
+
 class Mamba(nn.Module):
     """Selective state-space layer on token sequences of shape (batch, length, d_model).
 
@@ -69,8 +81,7 @@ class Mamba(nn.Module):
             p._no_weight_decay = True
 
     def _init_A_log(self):
-        a = torch.arange(1, self.d_state + 1, dtype=torch.float32).repeat(self.d_inner, 1)
-        return torch.log(a)
+        return s4d_real_A_log(self.d_inner, self.d_state)
 
     def _direction(self, conv_bias, dt_min, dt_max, dt_init_floor):
         conv = nn.Conv1d(self.d_inner, self.d_inner, self.d_conv, groups=self.d_inner, padding=self.d_conv - 1,
@@ -78,10 +89,8 @@ class Mamba(nn.Module):
         x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * self.d_state, bias=False)
         dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
         nn.init.uniform_(dt_proj.weight, -self.dt_rank**-0.5, self.dt_rank**-0.5)
-        dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-        dt = dt.clamp(min=dt_init_floor)
         with torch.no_grad():
-            dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+            dt_proj.bias.copy_(dt_bias_init(self.d_inner, dt_min, dt_max, dt_init_floor))
         dt_proj.bias._no_reinit = True
         return conv, x_proj, dt_proj
 

@@ -38,6 +38,7 @@ import torch.utils.checkpoint
 
 from .._registry import register_arch
 from ..ops import selective_scan
+from .mamba_layer import dt_bias_init, s4d_real_A_log
 from .upsamplers import Upsample, UpsampleOneStep
 
 __all__ = ['MambaIRv2', 'MambaIRv2Light']
@@ -245,13 +246,8 @@ class SelectiveScan(nn.Module):
         else:
             raise NotImplementedError(dt_init)
         self.dt_projs_weight = nn.Parameter(dt_w)
-        # bias such that softplus(bias) is log-uniform in [dt_min, dt_max]
-        dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-        dt = dt.clamp(min=dt_init_floor)
-        self.dt_projs_bias = nn.Parameter((dt + torch.log(-torch.expm1(-dt)))[None])
-
-        A = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(self.d_inner, 1)
-        self.A_logs = nn.Parameter(torch.log(A))  # S4D-real init
+        self.dt_projs_bias = nn.Parameter(dt_bias_init(self.d_inner, dt_min, dt_max, dt_init_floor)[None])
+        self.A_logs = nn.Parameter(s4d_real_A_log(self.d_inner, d_state))
         self.Ds = nn.Parameter(torch.ones(self.d_inner))
         self.A_logs._no_weight_decay = True
         self.Ds._no_weight_decay = True

@@ -391,7 +391,7 @@ class AdaptiveSpatialAttention(nn.Module):
         hp, wp = h + pad_b, w + pad_r
         q, k, v = qkv.unbind(3)
         half = c // 2
-        (s0, s1), (t0, t1) = self.split_size, self.shift_size
+        t0, t1 = self.shift_size
 
         if self.shifted:
             mask0, mask1 = self.mask_cache.get(hp, wp, self.split_size, self.shift_size, x.device, x.dtype)
