@@ -55,7 +55,7 @@ PRESETS = {
     },
     'MMA': {
         'B': dict(_MMA, num_feat=192, num_block=24),  # options/test/MMA/test_MMA_x*.yml
-        'T': dict(_MMA, num_feat=48, num_block=8),  # MMA-T
+        'T': dict(_MMA, num_feat=48, num_block=12),  # MMA-T (12 blocks: see options/test/MMA/test_MMA-T_x2.yml)
     },
     'MPSI': {  # options/Test/test_x*.yml
         'default': dict(img_size=64, in_chans=3, img_range=1., embed_dim=60, depth=[18], num_heads=[6],

@@ -78,7 +78,11 @@ def test_presets_match_official_configs():
     assert PRESETS['MambaIRv2']['L'] == cfg(v2['test_MambaIRv2_SRLarge_x4'])
     assert PRESETS['MMA']['B'] == cfg(mma['test_MMA_x4'])
     assert PRESETS['MPSI']['default'] == cfg(mpsi['test_x4'])
-    assert PRESETS['MMA']['T'] == dict(cfg(mma['test_MMA_x4']), num_feat=48, num_block=8)
+    assert PRESETS['MMA']['T'] == dict(cfg(mma['test_MMA_x4']), num_feat=48, num_block=12)
+    import yaml  # and the same network as our own MMA-T option file
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ours = yaml.safe_load(open(os.path.join(root, 'options', 'test', 'MMA', 'test_MMA-T_x4.yml')))['network_g']
+    assert PRESETS['MMA']['T'] == {k: v for k, v in ours.items() if k not in ('type', 'upscale')}
 
 
 def test_folder_of_mixed_inputs(tmp_path, net_and_weights, capsys):
