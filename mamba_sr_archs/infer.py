@@ -119,6 +119,12 @@ def build_parser():
     prec.add_argument('--half', action='store_true', help='float16 (GPU only)')
     prec.add_argument('--bf16', action='store_true', help='bfloat16 (GPU only)')
     run.add_argument('--self-ensemble', action='store_true', help='x8 geometric self-ensemble (8x slower)')
+    run.add_argument('--tf32', action='store_true',
+                     help='TF32 tensor-core matmuls/convolutions (GPU only; outputs differ from fp32 by ~1e-3)')
+    run.add_argument('--compile', action='store_true',
+                     help='torch.compile the network: compiles once per input (or tile) size, which takes tens of '
+                     'seconds to minutes, then runs faster (1.2-1.75x on an H100, docs/benchmarks.md); pays off '
+                     'for folders of same-size images or with --tile')
     return p
 
 
@@ -496,6 +502,11 @@ def run(args):
     if (args.half or args.bf16) and device.type != 'cuda':
         raise InferError(f"--{'half' if args.half else 'bf16'} needs a GPU (--device cuda); on CPU run in float32")
     dtype = torch.float16 if args.half else torch.bfloat16 if args.bf16 else torch.float32
+    if args.tf32 and device.type != 'cuda':
+        raise InferError('--tf32 needs a GPU (--device cuda)')
+    if args.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
 
     arch, net_opt, scale, weights, param_key, strict, tile, self_ensemble = _network_config(args)
     if tile.get('tile_size') is not None and int(tile['tile_size']) <= 0:
@@ -511,6 +522,8 @@ def run(args):
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
     net, in_ch = build_network(arch, net_opt, weights, param_key, strict, device, dtype)
+    if args.compile:
+        net = torch.compile(net)
     runner = make_runner(net, scale, tile, self_ensemble, device, dtype)
     os.makedirs(args.output, exist_ok=True)
     if skipped:
@@ -559,7 +572,10 @@ def run(args):
 
 def main(argv=None):
     """Entry point of ``basicsr infer``; returns the exit code (0 ok, 1 some inputs failed, 2 error)."""
+    import torch
+
     argv = list(sys.argv[1:] if argv is None else argv)
+    tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     try:
         args = build_parser().parse_args(argv)
         return run(args)
@@ -571,6 +587,8 @@ def main(argv=None):
     except KeyboardInterrupt:
         print('basicsr infer: interrupted', file=sys.stderr)
         return 130
+    finally:  # --tf32 changes process-wide flags: give a calling program its own settings back
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
 
 
 if __name__ == '__main__':

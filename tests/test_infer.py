@@ -272,6 +272,7 @@ def test_checkpoint_that_does_not_fit(tmp_path, capsys):
         (['--arch', 'MMA', '--variant', 'XL', '--scale', '2', '--weights', path], "unknown --variant 'XL'"),
         (NET + ['--weights', path, '--net-opt', 'num_featz=3'], "unknown argument 'num_featz'"),
         (NET + ['--weights', path, '--half'], '--half needs a GPU'),
+        (NET + ['--weights', path, '--tf32', '--device', 'cpu'], '--tf32 needs a GPU'),
     ):
         rc, _, err = run(argv + ['-i', tmp_path / 'x.png', '-o', tmp_path / 'out'], capsys)
         lines = err.strip().splitlines()
@@ -308,3 +309,23 @@ def test_yaml_option_file(tmp_path, net_and_weights, capsys):
     yml.write_text(yaml.safe_dump(opt))
     rc, _, err = run(['-opt', yml, '-i', tmp_path / 'x.png', '-o', tmp_path / 'd'], capsys)
     assert rc == 2 and 'missing.pth' in err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_compile_and_tf32_on_gpu_match_plain_fp32(tmp_path, capsys):
+    from mamba_sr_archs.archs.mma_arch import MMA
+    torch.manual_seed(0)
+    net = MMA(3, 3, num_feat=32, num_block=2, upscale=2, img_range=1.)
+    path = tmp_path / 'mma.pth'
+    torch.save({'params': net.state_dict()}, path)
+    write(tmp_path / 'x.png', rand_img(np.random.default_rng(8), (24, 20, 3)))
+    base = ['--arch', 'MMA', '--scale', '2', '--variant', 'none', '--net-opt', 'num_feat=32', 'num_block=2',
+            'img_range=1.', '--weights', path, '-i', tmp_path / 'x.png', '--device', 'cuda']
+    rc, _, err = run(base + ['-o', tmp_path / 'a'], capsys)
+    assert rc == 0, err
+    rc, _, err = run(base + ['-o', tmp_path / 'b', '--compile', '--tf32'], capsys)
+    assert rc == 0, err
+    a = cv2.imread(str(tmp_path / 'a' / 'x_x2.png')).astype(int)
+    b = cv2.imread(str(tmp_path / 'b' / 'x_x2.png')).astype(int)
+    assert a.shape == b.shape == (48, 40, 3) and np.abs(a - b).max() <= 1   # 8-bit outputs within one level
