@@ -136,3 +136,68 @@ def test_nonfinite_loss_steps_are_skipped_then_training_stops(tmp_path):
     model.optimize_parameters(5)
     with pytest.raises(NonFiniteLossError, match='3 consecutive non-finite losses'):
         model.optimize_parameters(6)
+
+
+def _speed_opt(tmp_path, **train):
+    from conftest import TINY_NET
+    return {'name': 't', 'model_type': 'MambaIRv2Model', 'scale': 2, 'num_gpu': 0, 'is_train': True, 'dist': False,
+            'rank': 0, 'world_size': 1, 'network_g': dict(TINY_NET), 'path': {'models': str(tmp_path)},
+            'train': {'optim_g': {'type': 'Adam', 'lr': 1e-3},
+                      'scheduler': {'type': 'MultiStepLR', 'milestones': [10], 'gamma': 0.5},
+                      'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0}, **train},
+            'val': {}}
+
+
+def test_bf16_autocast_option_trains_in_bf16_with_fp32_loss(tmp_path, monkeypatch):
+    from basicsr.models import build_model
+    model = build_model(_speed_opt(tmp_path, autocast='bf16'))
+    seen = []
+    model.net_g.conv_first.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    lq, gt = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 16, 16)
+    before = model.net_g.conv_first.weight.detach().clone()
+    model.feed_data({'lq': lq, 'gt': gt})
+    model.optimize_parameters(1)
+    assert seen == [torch.bfloat16]                      # the forward ran under bf16 autocast
+    assert model.output.dtype == torch.float32           # the loss sees fp32
+    assert model.net_g.conv_first.weight.dtype == torch.float32 and math.isfinite(model.log_dict['l_pix'])
+    assert not torch.equal(before, model.net_g.conv_first.weight)
+
+
+def test_speed_options_reject_bad_values_and_fall_back_on_cpu(tmp_path):
+    from basicsr.models import build_model
+    with pytest.raises(ValueError, match="autocast must be 'bf16'"):
+        build_model(_speed_opt(tmp_path, autocast='int8'))
+    with pytest.raises(ValueError, match='GradScaler'):
+        build_model(_speed_opt(tmp_path, autocast='fp16'))
+    model = build_model(_speed_opt(tmp_path, cuda_graph=True, tf32=True))   # CPU: warned, eager training
+    assert model._use_graph is False
+    model.feed_data({'lq': torch.rand(1, 3, 8, 8), 'gt': torch.rand(1, 3, 16, 16)})
+    model.optimize_parameters(1)
+    assert math.isfinite(model.log_dict['l_pix'])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_cuda_graph_training_matches_eager(tmp_path):
+    """cuda_graph: true gives the same weights as eager training over several steps and a changed batch shape."""
+    from basicsr.models import build_model
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    net = dict(type='MMA', num_in_ch=3, num_out_ch=3, num_feat=32, num_block=2, upscale=2, img_range=1.)
+    models = []
+    for graph in (False, True):
+        torch.manual_seed(0)
+        opt = _speed_opt(tmp_path, cuda_graph=graph)
+        opt.update(num_gpu=1, network_g=net, model_type='MMAModel')
+        opt['train']['optim_g'] = {'type': 'Adam', 'lr': 1e-3, 'fused': True}
+        models.append(build_model(opt))
+    assert models[1]._use_graph
+    g = torch.Generator().manual_seed(1)
+    for it, size in enumerate((16, 16, 16, 24, 24), 1):
+        lq, gt = torch.rand(2, 3, size, size, generator=g), torch.rand(2, 3, 2 * size, 2 * size, generator=g)
+        for m in models:
+            m.feed_data({'lq': lq, 'gt': gt})
+            m.optimize_parameters(it)
+        assert models[0].log_dict['l_pix'] == pytest.approx(models[1].log_dict['l_pix'], rel=1e-4)
+    for (k, a), b in zip(models[0].net_g.state_dict().items(), models[1].net_g.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=k)

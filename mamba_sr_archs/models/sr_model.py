@@ -8,7 +8,13 @@ checkpointing exactly as BasicSR does them) plus
 * optional x8 self-ensemble at test time (``val: {self_ensemble: true}``);
 * non-finite loss guard: a step whose loss is NaN/Inf on any rank is skipped and logged; after
   ``train: {max_nonfinite_steps: N}`` (default 20) consecutive ones training stops with a clear error,
-  keeping the last saved state.
+  keeping the last saved state;
+* GPU speed options under ``train:`` (all off by default, so the default path is the official fp32 one):
+  ``tf32: true`` (TF32 tensor-core matmuls and convolutions), ``autocast: bf16`` (bf16 autocast for the
+  forward; the loss is computed in fp32), ``cuda_graph: true`` (forward, loss and backward captured once in a
+  CUDA graph and replayed every iteration, which removes the launch overhead that leaves the GPU idle half of
+  the time; the optimizer step, the non-finite guard and EMA run after the replay as usual).  Fused Adam is
+  BasicSR's own ``optim_g: {type: Adam, fused: true}``.  Measured speed: docs/benchmarks.md.
 """
 import math
 from collections import OrderedDict
@@ -37,6 +43,36 @@ class MambaSRModel(SRModel):
         self.self_ensemble = bool(opt.get('val', {}).get('self_ensemble', False))
         self.scale = opt.get('scale', 1)
         self._nonfinite_steps = 0
+        self._graph = None
+        if self.is_train:
+            self._setup_speed_options(opt['train'])
+
+    def _setup_speed_options(self, train_opt):
+        """Read ``tf32`` / ``autocast`` / ``cuda_graph`` from the train options (see the module docstring)."""
+        logger = get_root_logger()
+        on_cuda = self.device.type == 'cuda'
+        autocast = train_opt.get('autocast') or None
+        if autocast not in (None, 'bf16', 'bfloat16', 'fp16', 'float16'):
+            raise ValueError(f"train: autocast must be 'bf16' or 'fp16' (or absent), got {autocast!r}")
+        self._autocast_dtype = None if autocast is None else (
+            torch.bfloat16 if autocast.startswith('b') else torch.float16)
+        if self._autocast_dtype is torch.float16:
+            # fp16 needs loss scaling, which this model does not do; bf16 has fp32's range and does not.
+            raise ValueError("train: autocast 'fp16' would need a GradScaler; use 'bf16'")
+        if train_opt.get('tf32'):
+            if on_cuda:
+                torch.backends.cuda.matmul.allow_tf32 = True
+                torch.backends.cudnn.allow_tf32 = True
+            else:
+                logger.warning('train: tf32 is a CUDA option; ignored on %s.', self.device)
+        self._use_graph = bool(train_opt.get('cuda_graph'))
+        if self._use_graph and not on_cuda:
+            logger.warning('train: cuda_graph needs a CUDA device; training runs eagerly on %s.', self.device)
+            self._use_graph = False
+        if self._use_graph and (self.opt.get('dist') or isinstance(self.net_g, torch.nn.DataParallel)):
+            logger.warning('train: cuda_graph is not used with several GPUs (DDP gradient hooks and DataParallel '
+                           'scatter cannot be captured); training runs eagerly.')
+            self._use_graph = False
 
     def test(self):
         net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
@@ -69,10 +105,59 @@ class MambaSRModel(SRModel):
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)  # every rank must skip together (DDP)
         return bool(finite.item() > 0)
 
+    def _forward_loss(self, lq, gt):
+        """net_g(lq) (under autocast when asked) and the losses against gt, in fp32."""
+        with torch.autocast(self.device.type, dtype=self._autocast_dtype or torch.bfloat16,
+                            enabled=self._autocast_dtype is not None):
+            output = self.net_g(lq)
+        self.output, self.gt = output.float(), gt
+        return self._loss()
+
+    def _capture(self):
+        """Capture forward + loss + backward for the current lq/gt shapes in a CUDA graph.
+
+        Gradients are set to None before the capture, so that the backward inside the graph allocates them in the
+        graph's memory pool: every replay overwrites ``param.grad`` in place (no accumulation), which is what the
+        optimizer then reads.  Three warm-up passes run on a side stream first, as CUDA graph capture requires.
+        """
+        static_lq, static_gt = self.lq.clone(), self.gt.clone()
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                self.optimizer_g.zero_grad(set_to_none=True)
+                l_total, _ = self._forward_loss(static_lq, static_gt)
+                l_total.backward()
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        self.optimizer_g.zero_grad(set_to_none=True)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            l_total, loss_dict = self._forward_loss(static_lq, static_gt)
+            l_total.backward()
+        self._graph = dict(graph=graph, lq=static_lq, gt=static_gt, output=self.output, loss=l_total,
+                           loss_dict=loss_dict, shapes=(tuple(self.lq.shape), tuple(self.gt.shape)))
+        get_root_logger().info(f'CUDA graph captured for lq {tuple(self.lq.shape)}, gt {tuple(self.gt.shape)}.')
+
+    def _graph_forward_backward(self):
+        g = self._graph
+        if g is None or g['shapes'] != (tuple(self.lq.shape), tuple(self.gt.shape)):
+            if g is not None:
+                get_root_logger().warning('Batch shape changed: CUDA graph captured again.')
+                self._graph = None
+            self._capture()
+            g = self._graph
+        g['lq'].copy_(self.lq)
+        g['gt'].copy_(self.gt)
+        g['graph'].replay()
+        self.output = g['output']
+        return g['loss'], g['loss_dict']
+
     def optimize_parameters(self, current_iter):
-        self.optimizer_g.zero_grad()
-        self.output = self.net_g(self.lq)
-        l_total, loss_dict = self._loss()
+        if self._use_graph:
+            l_total, loss_dict = self._graph_forward_backward()   # gradients are already computed
+        else:
+            self.optimizer_g.zero_grad()
+            l_total, loss_dict = self._forward_loss(self.lq, self.gt)
         if not self._all_ranks_finite(l_total):
             self._nonfinite_steps += 1
             limit = self.opt['train'].get('max_nonfinite_steps', 20)
@@ -86,7 +171,8 @@ class MambaSRModel(SRModel):
             self.log_dict = OrderedDict((k, math.nan) for k in loss_dict)
             return
         self._nonfinite_steps = 0
-        l_total.backward()
+        if not self._use_graph:
+            l_total.backward()
         self.optimizer_g.step()
         self.log_dict = self.reduce_loss_dict(loss_dict)
         if self.ema_decay > 0:
