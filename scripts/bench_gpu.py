@@ -257,11 +257,11 @@ def timing_inputs(b, d, L, N, G, has_z, dtype, seed=0):
     return cast_inputs(ins, dtype)
 
 
-def time_fn(fn, ins, grad=False):
+def time_fn(fn, ins, grad=False, rep=200):
     from triton.testing import do_bench
     if not grad:
         with torch.no_grad():
-            return do_bench(lambda: fn(*ins), warmup=25, rep=200, return_mode='median')
+            return do_bench(lambda: fn(*ins), warmup=25, rep=rep, return_mode='median')
     leaves = [t.requires_grad_() for t in ins if t is not None]
     out = fn(*ins)
     g = torch.randn_like(out)
@@ -269,7 +269,7 @@ def time_fn(fn, ins, grad=False):
 
     def step():
         fn(*ins).backward(g)
-    ms = do_bench(step, warmup=25, rep=200, grad_to_none=leaves, return_mode='median')
+    ms = do_bench(step, warmup=25, rep=rep, grad_to_none=leaves, return_mode='median')
     for t in leaves:
         t.requires_grad_(False)
         t.grad = None
@@ -304,6 +304,7 @@ def section_timing(results, bw, mamba_fn=None, triton_impl=True, key='timing'):
                 rows.append(dict(shape=name, b=b, d=d, L=L, N=N, G=G, z=has_z, dtype=str(dtype), impl=impl,
                                  fwd_ms=t_f, fwdbwd_ms=t_fb, fwd_floor_ms=fl_f, fwdbwd_floor_ms=fl_fb,
                                  fwd_bytes=fb, bwd_bytes=bb,
+                                 kernels=ts._impl_for(b, d, N) if impl == 'triton' else None,
                                  cfg_fwd=ts.launch_config(b, d, max(G, 1), N, L, 'fwd', ts._sm_count(
                                      torch.device('cuda'))) if impl == 'triton' else None,
                                  cfg_bwd=ts.launch_config(b, d, max(G, 1), N, L, 'bwd', ts._sm_count(
@@ -312,44 +313,52 @@ def section_timing(results, bw, mamba_fn=None, triton_impl=True, key='timing'):
     results[key] = rows
 
 
-def section_sweep(results):
-    log('\n== Launch-configuration sweep (fp32, num_warps 4; fwd: no-grad forward, bwd: forward+backward) ==')
+# Candidate geometries of the 'runs' kernels: (K positions per thread, R runs per chunk at N=16 (scaled by 16/N for
+# other N), BLOCK_D, PREFETCH).  The forward list is timed on no-grad forwards, the backward list on
+# forward+backward (BLOCK_D of the backward; K and R are shared by both passes).
+SWEEP_FWD = [(8, 16, 2, 1), (8, 16, 2, 0), (16, 16, 1, 1), (4, 32, 1, 1), (8, 8, 2, 1), (16, 8, 2, 1)]
+SWEEP_BWD = [(4, 8, 4, 1), (4, 8, 4, 0), (8, 8, 2, 1), (4, 8, 2, 1), (8, 16, 2, 1), (4, 16, 1, 1)]
+
+
+def section_sweep(results, until, dtypes=(torch.float32,)):
+    log('\n== Launch-geometry sweep of the runs kernels (K, R at N=16, BLOCK_D; num_warps 4) ==')
     rows = []
-    for name, b, d, L, N, G, has_z in SHAPES[:3]:
-        ins = timing_inputs(b, d, L, N, G, has_z, torch.float32)
-        fn = lambda *a: ts.selective_scan_triton(*a, delta_softplus=True)  # noqa: E731
-        bn = ts._next_pow2(N)
-        dpg = d // max(G, 1)
-        for kind in ('fwd', 'bwd'):
-            best = None
-            for bl in (16, 32, 64):
-                for bd in (1, 2, 4, 8, 16, 32):
-                    tile = bd * bn * bl
-                    if bd > ts._next_pow2(dpg) or not 512 <= tile <= 4096:
+    fn = lambda *a: ts.selective_scan_triton(*a, delta_softplus=True)  # noqa: E731
+    for dtype in dtypes:
+        for name, b, d, L, N, G, has_z in SHAPES:
+            ins = timing_inputs(b, d, L, N, G, has_z, dtype)
+            bn = ts._next_pow2(N)
+            for kind, cands in (('fwd', SWEEP_FWD), ('bwd', SWEEP_BWD)):
+                best = None
+                for k, r16, bd, pf in cands:
+                    if time.time() > until:
+                        log('sweep: out of time')
+                        results['sweep'] = rows
+                        return
+                    r = max(1, r16 * 16 // bn)
+                    ts._CONFIG_OVERRIDE.clear()
+                    ts._CONFIG_OVERRIDE['fwd'] = {'K': k, 'R': r, 'PREFETCH': pf}
+                    ts._CONFIG_OVERRIDE['bwd'] = {'PREFETCH': pf}
+                    ts._CONFIG_OVERRIDE[kind]['BLOCK_D'] = bd
+                    ts._IMPL = 'runs'
+                    try:
+                        ms = time_fn(fn, ins, grad=(kind == 'bwd'), rep=60)
+                    except Exception as exc:
+                        log(f'{name} {kind} K={k} R={r} BD={bd}: FAILED {exc!r}')
                         continue
-                    for nw in (4,):
-                        over = {'fwd': {'BLOCK_L': bl}}
-                        over[kind] = dict(over.get(kind, {}), BLOCK_D=bd, num_warps=nw)
+                    finally:
                         ts._CONFIG_OVERRIDE.clear()
-                        ts._CONFIG_OVERRIDE.update(over)
-                        try:
-                            ms = time_fn(fn, ins, grad=(kind == 'bwd'))
-                        except Exception as exc:
-                            log(f'{name} {kind} BL={bl} BD={bd} nw={nw}: FAILED {exc!r}')
-                            continue
-                        finally:
-                            ts._CONFIG_OVERRIDE.clear()
-                        rows.append(dict(shape=name, kind=kind, BLOCK_L=bl, BLOCK_D=bd, num_warps=nw, ms=ms))
-                        if best is None or ms < best[0]:
-                            best = (ms, bl, bd, nw)
-            default = ts.launch_config(b, d, max(G, 1), N, L, kind, ts._sm_count(torch.device('cuda')))
-            t_def = time_fn(fn, ins, grad=(kind == 'bwd'))
-            if best is None:
-                continue
-            log(f"{name:<16} {kind}: default BL={default['BLOCK_L']} BD={default['BLOCK_D']} "
-                f"nw={default['num_warps']} {t_def:.3f} ms; best BL={best[1]} BD={best[2]} nw={best[3]} "
-                f"{best[0]:.3f} ms")
-            rows.append(dict(shape=name, kind=kind, default=default, default_ms=t_def, best=best))
+                        ts._IMPL = 'auto'
+                    rows.append(dict(shape=name, dtype=str(dtype), kind=kind, K=k, R=r, BLOCK_D=bd, PREFETCH=pf,
+                                     ms=ms))
+                    log(f'{name:<18} {str(dtype)[6:][:5]:<5} {kind} K={k:<2} R={r:<2} BD={bd} PF={pf} {ms:8.3f} ms')
+                    if best is None or ms < best[0]:
+                        best = (ms, k, r, bd, pf)
+                if best is not None:
+                    log(f'{name:<18} {str(dtype)[6:][:5]:<5} {kind}: best K={best[1]} R={best[2]} BD={best[3]} '
+                        f'PF={best[4]} {best[0]:.3f} ms')
+                    rows.append(dict(shape=name, dtype=str(dtype), kind=kind, best=best))
+            torch.cuda.empty_cache()
     results['sweep'] = rows
 
 
@@ -453,6 +462,11 @@ def main():
     ap.add_argument('--skip-sweep', action='store_true')
     ap.add_argument('--skip-timing', action='store_true')
     ap.add_argument('--deadline', type=float, default=540, help='seconds after start to stop waiting for the build')
+    ap.add_argument('--sweep-until', type=float, default=250, help='seconds after start to stop the sweep')
+    ap.add_argument('--sweep-bf16', action='store_true', help='sweep bf16 inputs too')
+    ap.add_argument('--compare-lanes', action='store_true',
+                    help="also time the 'lanes' and the 'runs' kernels on every shape, side by side")
+    ap.add_argument('--sweep-after-mamba', action='store_true', help='run the sweep after the mamba_ssm timings')
     args = ap.parse_args()
     if not torch.cuda.is_available() or not ts.is_available():
         sys.exit('bench_gpu.py needs a CUDA GPU and Triton')
@@ -495,13 +509,31 @@ def main():
             log(f'timing section failed: {exc!r}')
             traceback.print_exc()
         save()
-    if not args.skip_sweep:
+    if args.compare_lanes and not args.skip_timing:
+        for impl in ('lanes', 'runs'):
+            ts._IMPL = impl
+            try:
+                log(f'({impl} kernels on every shape)')
+                section_timing(results, bw, key='timing_' + impl)
+            except Exception as exc:
+                log(f'{impl} timing failed: {exc!r}')
+            finally:
+                ts._IMPL = 'auto'
+            save()
+
+    def sweep():
+        if args.skip_sweep:
+            return
         try:
-            section_sweep(results)
+            section_sweep(results, t_start + args.sweep_until,
+                          (torch.float32, torch.bfloat16) if args.sweep_bf16 else (torch.float32,))
         except Exception as exc:
             log(f'sweep section failed: {exc!r}')
             traceback.print_exc()
         save()
+
+    if not args.sweep_after_mamba:
+        sweep()
 
     if build is not None:
         proc, logf = build
@@ -522,6 +554,8 @@ def main():
                 traceback.print_exc()
         else:
             log(f'mamba_ssm build failed or timed out (rc={proc.returncode}); log tail:\n{tail}')
+    if args.sweep_after_mamba:
+        sweep()
     results['total_s'] = time.time() - t_start
     save()
     log(f'\ntotal {results["total_s"]:.0f} s; results in {args.out}')

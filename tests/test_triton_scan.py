@@ -3,7 +3,7 @@
 The GPU path itself is checked and timed by scripts/bench_gpu.py on a CUDA machine.  Here:
 * the module imports without CUDA (and without Triton), and calling it on CPU tensors fails with a clear error;
 * the launch-configuration helpers cover every channel, state and step exactly once, keep the chunk grid shared by
-  forward and backward, and fill the GPU;
+  the checkpointing forward and the backward, and fill the GPU;
 * where Triton is installed, the kernels themselves run in Triton's CPU interpreter (TRITON_INTERPRET=1, in a
   subprocess, tiny shapes) and must match the repository's sequential reference, gradients included.
 """
@@ -77,30 +77,40 @@ def test_launch_config_covers_everything(batch, dim, groups, dstate, seqlen, kin
     for v in (bd, bn, bl):
         assert v >= 1 and v & (v - 1) == 0, cfg          # tl.arange needs powers of two
     assert dstate <= bn < 2 * dstate or bn == 1
-    assert 16 <= bl <= 128
+    assert 4 <= bl <= 512
+    assert cfg['impl'] in ('runs', 'lanes')
+    if cfg['impl'] == 'runs':   # K consecutive positions per thread, R runs per chunk
+        assert cfg['K'] * cfg['R'] == bl and cfg['K'] >= 2
+        assert isinstance(cfg['PREFETCH'], bool)
     dpg = dim // groups
     # every channel of a group is covered, and no program is entirely padding
     assert cfg['n_dblk'] * bd >= dpg and (cfg['n_dblk'] - 1) * bd < dpg
     assert cfg['grid'] == (groups * cfg['n_dblk'], batch)
     # the sequence is cut into chunks with at most one partial chunk: no padding of L beyond one chunk
-    n = ts.num_chunks(seqlen, dstate)
+    n = ts.num_chunks(seqlen, dstate, batch, dim)
     assert n * bl >= seqlen and (n - 1) * bl < seqlen
     assert cfg['num_warps'] in (4, 8)
-    # forward and backward share the chunk grid (the checkpoints are stored per chunk)
+    # forward and backward share the kernels and the chunk grid (the checkpoints are stored per chunk)
     other = ts.launch_config(batch, dim, groups, dstate, seqlen, 'bwd' if kind == 'fwd' else 'fwd', sm_count=132)
-    assert other['BLOCK_L'] == bl and other['BLOCK_N'] == bn
+    assert other['BLOCK_L'] == bl and other['BLOCK_N'] == bn and other['impl'] == cfg['impl']
+    assert (other['K'], other['R']) == (cfg['K'], cfg['R'])
 
 
 def test_launch_config_fills_the_gpu_and_respects_tile_budget():
-    # Large problem: channel blocks as large as the tile budget allows.
-    big = ts.launch_config(16, 384, 1, 16, 4096, 'fwd', sm_count=132)
-    assert big['BLOCK_D'] * big['BLOCK_N'] * big['BLOCK_L'] <= ts._FWD_TILE
-    assert big['grid'][0] * big['grid'][1] >= 2 * 132
+    # Each thread holds at most 64 elements of the chunk tile; the grid fills the GPU.
+    for shape in ((16, 384, 1, 16, 4096), (16, 96, 1, 8, 4096), (1, 384, 1, 16, 65536), (16, 240, 1, 32, 4096)):
+        for kind in ('fwd', 'bwd'):
+            big = ts.launch_config(*shape, kind, sm_count=132)
+            per_thread = big['BLOCK_D'] * big['BLOCK_N'] * big['BLOCK_L'] / (32 * big['num_warps'])
+            assert 1 <= per_thread <= 64, big
+            assert big['grid'][0] * big['grid'][1] >= 2 * 132
+    # The measured-faster kernels per network shape (docs/benchmarks.md).
+    assert ts.launch_config(16, 96, 1, 8, 4096)['impl'] == 'runs'
+    assert ts.launch_config(1, 384, 1, 16, 65536)['impl'] == 'runs'
+    assert ts.launch_config(16, 384, 1, 16, 4096)['impl'] == 'lanes'
     # Small batch: BLOCK_D shrinks to raise the number of programs.
     small = ts.launch_config(1, 64, 1, 16, 4096, 'fwd', sm_count=132)
     assert small['BLOCK_D'] == 1 and small['grid'] == (64, 1)
-    bwd = ts.launch_config(16, 384, 1, 16, 4096, 'bwd', sm_count=132)
-    assert bwd["BLOCK_D"] * bwd["BLOCK_N"] * bwd["BLOCK_L"] <= ts._BWD_TILE_LARGE_N
 
 
 def test_launch_config_rejects_bad_groups():
@@ -111,10 +121,25 @@ def test_launch_config_rejects_bad_groups():
 
 
 def test_config_override_is_used(monkeypatch):
-    monkeypatch.setitem(ts._CONFIG_OVERRIDE, 'fwd', {'BLOCK_L': 32, 'BLOCK_D': 2, 'num_warps': 8})
+    monkeypatch.setattr(ts, '_IMPL', 'runs')
+    monkeypatch.setitem(ts._CONFIG_OVERRIDE, 'fwd', {'K': 4, 'R': 8, 'BLOCK_D': 2, 'num_warps': 8,
+                                                     'PREFETCH': False})
     cfg = ts.launch_config(2, 16, 1, 8, 1000, 'fwd')
     assert (cfg['BLOCK_L'], cfg['BLOCK_D'], cfg['num_warps'], cfg['n_dblk']) == (32, 2, 8, 8)
+    assert cfg['PREFETCH'] is False
     assert ts.num_chunks(1000, 8) == 32
+    assert ts.launch_config(2, 16, 1, 8, 1000, 'bwd')['BLOCK_L'] == 32
+
+
+def test_lanes_kernels_config():
+    # The first ('lanes') kernels stay selectable for comparisons.
+    old = ts._IMPL
+    try:
+        ts._IMPL = 'lanes'
+        cfg = ts.launch_config(16, 384, 1, 16, 4096, 'bwd', sm_count=132)
+        assert cfg['BLOCK_L'] == 32 and cfg['K'] is None
+    finally:
+        ts._IMPL = old
 
 
 _INTERP_SCRIPT = r"""
@@ -124,14 +149,20 @@ from mamba_sr_archs.ops import triton_scan as ts
 from mamba_sr_archs.ops import selective_scan_ref
 ts._POISON_OUTPUTS = True
 torch.manual_seed(0)
-cases = [  # b, d, L, N, G (0: B/C (b,N,L)), softplus, z, D, bias, override
-    (2, 4, 37, 4, 2, True, True, True, True, None),
-    (1, 6, 20, 3, 0, False, False, False, False, None),
-    (2, 8, 50, 4, 1, True, True, True, True, {'fwd': {'BLOCK_L': 16, 'BLOCK_D': 4}, 'bwd': {'BLOCK_D': 2}}),
-    (1, 4, 1, 2, 0, True, True, True, False, None),
+cases = [  # b, d, L, N, G (0: B/C (b,N,L)), softplus, z, D, bias, override, impl
+    (2, 4, 37, 4, 2, True, True, True, True, None, 'runs'),
+    (1, 6, 20, 3, 0, False, False, False, False, None, 'runs'),
+    (2, 8, 150, 4, 1, True, True, True, True,
+     {'fwd': {'K': 4, 'R': 4, 'BLOCK_D': 4}, 'bwd': {'BLOCK_D': 2}}, 'runs'),
+    (1, 4, 70, 4, 0, True, True, True, True, {'bwd': {'PREFETCH': False},
+                                              'fwd': {'K': 2, 'R': 8, 'PREFETCH': False}}, 'runs'),
+    (2, 4, 45, 3, 0, True, True, True, True, None, 'auto'),
+    (1, 4, 1, 2, 0, True, True, True, False, None, 'runs'),
+    (2, 8, 50, 4, 1, True, True, True, True, {'fwd': {'BLOCK_L': 16, 'BLOCK_D': 4}, 'bwd': {'BLOCK_D': 2}}, 'lanes'),
 ]
 worst = 0.0
-for b, d, L, N, G, sp, hz, hD, hb, over in cases:
+for b, d, L, N, G, sp, hz, hD, hb, over, impl in cases:
+    ts._IMPL = impl
     ts._CONFIG_OVERRIDE.clear(); ts._CONFIG_OVERRIDE.update(over or {})
     u = torch.randn(b, d, L)
     delta = torch.randn(b, d, L) * 0.5 - 1 if sp else torch.rand(b, d, L) * 0.3

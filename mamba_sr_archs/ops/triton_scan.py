@@ -11,19 +11,36 @@ Layout: ``u, delta, z`` (b, d, L); ``A`` (d, N); ``B, C`` (b, N, L) or grouped (
 reads group ``i // (d // G)``; ``D, delta_bias`` (d,).  The output has the dtype of ``u``; the last state is
 (b, d, N) float32.
 
-Design.  One program owns one batch element and a block of ``BLOCK_D`` channels of one group, and walks the
-sequence in chunks of ``BLOCK_L`` steps, keeping the state tile (BLOCK_D, N) in registers.  Inside a chunk the
-recurrence is an associative scan along L over pairs (a, b) with (a1, b1) o (a2, b2) = (a1 a2, a2 b1 + b2) on a
-(BLOCK_D, N, BLOCK_L) tile, so the L positions of a chunk run in parallel; the chunk's start state enters as
-h = P * h0 + S.  Padded positions (beyond L, beyond d, beyond N) carry a = 1, b = 0 and so never change the state:
-any L is handled with one partial chunk and no padding in memory.
+Two kernel pairs; ``_IMPL = 'auto'`` (default) picks per shape the one measured faster on an H100 (``_impl_for``:
+'runs' for N <= 8 and for few long sequences, 'lanes' otherwise; docs/benchmarks.md).
 
-The forward stores the state at every chunk start (b, d, L / BLOCK_L, N) in fp32.  The backward walks the chunks in
-reverse: it recomputes the chunk's states from its checkpoint, runs the reverse recurrence
-dh_t = C_t dy_t + exp(delta_{t+1} A) dh_{t+1} as a reverse associative scan (the carry between chunks is dh at the
-first position of the later chunk), and forms every input gradient; a_t h_{t-1} is taken as h_t - b_t, as in
-mamba_ssm's CUDA kernel.  Gradients of B and C sum over the channels of a group: plain stores when one program
-covers the whole group, fp32 atomic adds otherwise; dA, dD and d(delta_bias) sum over the batch with atomic adds.
+Design of the 'runs' kernels.  One program owns one batch element and a block of ``BLOCK_D`` channels of
+one group, and walks the sequence in chunks of T = K * R steps, keeping the state tile (BLOCK_D, N) in registers.
+A chunk is held as a (K, BLOCK_D, N, R) tile: position r * K + k, so axis 0 runs over K consecutive positions.
+Triton's default layout puts R and N on the lanes and warps and leaves K (and BLOCK_D) inside each thread, so:
+
+1. the recurrence over pairs (a, b), (a1, b1) o (a2, b2) = (a1 a2, a2 b1 + b2), is scanned along K inside each
+   thread (``tl.associative_scan`` over axis 0 emits no shuffles);
+2. only the R run aggregates are scanned across lanes, with the pair-of-maps monoid (E, T) o (E', T') =
+   (T then E', T then T'), whose scan yields the exclusive prefix E (the state before each run) without a shift;
+3. each position's state is P_k * start + S_k, then y = <C, h> sums over N.
+
+Padded positions (beyond L, beyond d, beyond N) carry a = 1, b = 0 and so never change the state: any L is
+handled with one partial chunk and no padding in memory.  The inputs of the next chunk are loaded one iteration
+ahead (``PREFETCH``) so that their latency overlaps the current chunk's arithmetic.
+
+The forward run under autograd stores the state at every chunk start (b, d, L / T, N) in fp32 (forward and
+backward share one geometry).  The backward walks the chunks in reverse: it recomputes the chunk's states from its
+checkpoint as above and runs the reverse recurrence in the form g_t = a_t dh_t, g_t = a_t (C_t dy_t + g_{t+1}),
+dh_t = C_t dy_t + g_{t+1}: one exp per element (no a_{t+1}), the exclusive part again from the (E, T) monoid, the
+in-thread part as a forward scan over the K axis flipped (a flip inside a thread is free, while Triton lowers a
+reverse scan over in-thread repeats with shuffles).  a_t h_{t-1} is taken as h_t - b_t, as in mamba_ssm's CUDA
+kernel.  Gradients of B and C sum over the channels of a group: plain stores when one program covers the whole
+group, fp32 atomic adds otherwise; dA, dD and d(delta_bias) sum over the batch with atomic adds.
+
+The 'lanes' kernels (the first version) hold a (BLOCK_D, N, BLOCK_L) tile and scan it along L, where Triton
+places one position per lane; they checkpoint every BLOCK_L = 32 steps and otherwise work as described above, but
+compute a_{t+1} with a second exp.  They remain faster at the batched N = 16 / 32 shapes.
 
 The module imports on machines without Triton or CUDA; only calling the scan needs them.
 """
@@ -53,6 +70,11 @@ _BWD_TILE = 2048           # for N = 16
 _BWD_TILE_SMALL_N = 1024   # for N <= 8
 _BWD_TILE_LARGE_N = 4096   # for N >= 32
 _CHUNK = 32
+# 'runs' kernels (the default): positions per thread and channels per program, per pass.
+_RUN_BLOCK_D = 2
+# Which kernels run: 'runs' (K consecutive positions per thread), 'lanes' (one position per lane, the first
+# version) or 'auto' (per shape, whichever measured faster; see _impl_for).
+_IMPL = 'auto'
 
 # Benchmarks may set entries here ('fwd' / 'bwd' -> dict of BLOCK_D, BLOCK_L, num_warps) to try other launch
 # configurations; empty in normal use.
@@ -86,27 +108,56 @@ def _sm_count(device):
     return _SM_COUNT[idx]
 
 
-def chunk_length(seqlen, dstate):
+def _runs_geometry(dstate):
+    """(K, R, num_warps) of the 'runs' kernels: K positions per thread, R runs per chunk (on lanes).
+
+    One geometry for the forward (with or without autograd) and the backward: they share the checkpoint grid,
+    and the forward gives bit-identical outputs with and without autograd.  Defaults from the sweeps in
+    docs/benchmarks.md.  Overrides: _CONFIG_OVERRIDE['fwd'] keys K, R, num_warps.
+    """
+    over = _CONFIG_OVERRIDE.get('fwd', {})
+    nw = int(over.get('num_warps') or 4)
+    block_n = _next_pow2(dstate)
+    if block_n <= 8:
+        k, r = 8, max(1, min(64, (32 * nw) // block_n))
+    else:
+        k, r = 4, max(1, min(32, (64 * nw) // block_n))
+    return int(over.get('K') or k), int(over.get('R') or r), nw
+
+
+def _impl_for(batch, dim, dstate):
+    """Which kernels run: _IMPL, or for 'auto' the measured faster one (docs/benchmarks.md): 'runs' for small
+    states (N <= 8) and for few long sequences (batch * dim <= 1024), 'lanes' otherwise."""
+    if _IMPL != 'auto':
+        return _IMPL
+    return 'runs' if (_next_pow2(dstate) <= 8 or batch * dim <= 1024) else 'lanes'
+
+
+def chunk_length(seqlen, dstate, batch=1, dim=1):
     """Steps per chunk (BLOCK_L), shared by forward and backward since it fixes the checkpoint grid.
 
-    A power of two in [16, 128]: 32, or 16 when the sequence is that short.
+    'runs' kernels: K * R (K positions per thread times R runs); 'lanes' kernels: 32, or 16 for short sequences.
     """
+    if _impl_for(batch, dim, dstate) == 'runs':
+        k, r, _ = _runs_geometry(dstate)
+        return k * r
     block_l = min(_CHUNK, max(16, _next_pow2(seqlen)))
     override = _CONFIG_OVERRIDE.get('fwd', {}).get('BLOCK_L')
     return int(override) if override else block_l
 
 
-def num_chunks(seqlen, dstate):
+def num_chunks(seqlen, dstate, batch=1, dim=1):
     """Number of chunks (and of stored checkpoints per channel) for a sequence of ``seqlen`` steps."""
-    return -(-seqlen // chunk_length(seqlen, dstate))
+    return -(-seqlen // chunk_length(seqlen, dstate, batch, dim))
 
 
 def launch_config(batch, dim, groups, dstate, seqlen, kind='fwd', sm_count=132):
     """Block sizes and grid for one launch.
 
-    Returns a dict with BLOCK_D (channels per program, within one group), BLOCK_N (padded state size),
-    BLOCK_L (chunk length), n_dblk (programs per group), grid and num_warps.  BLOCK_D shrinks until the grid holds
-    at least two programs per multiprocessor (or reaches 1).
+    Returns a dict with impl ('runs' or 'lanes', see ``_impl_for``), BLOCK_D (channels per program, within one
+    group), BLOCK_N (padded state size), BLOCK_L (chunk length), K and R (positions per thread and runs per
+    chunk, 'runs' kernels), PREFETCH, n_dblk (programs per group), grid and num_warps.  BLOCK_D shrinks until the
+    grid holds at least two programs per multiprocessor (or reaches 1).
     """
     if kind not in ('fwd', 'bwd'):
         raise ValueError(f'kind must be fwd or bwd, got {kind!r}')
@@ -114,23 +165,31 @@ def launch_config(batch, dim, groups, dstate, seqlen, kind='fwd', sm_count=132):
         raise ValueError(f'dim {dim} is not divisible by the number of groups {groups}')
     dpg = dim // groups
     block_n = _next_pow2(dstate)
-    block_l = chunk_length(seqlen, dstate)
-    if kind == 'fwd':
-        tile = _FWD_TILE
+    over = _CONFIG_OVERRIDE.get(kind, {})
+    impl = _impl_for(batch, dim, dstate)
+    block_l = chunk_length(seqlen, dstate, batch, dim)
+    if impl == 'runs':
+        k, r, num_warps = _runs_geometry(dstate)
+        block_d = max(1, min(_next_pow2(dpg), _RUN_BLOCK_D))
+        prefetch = bool(over.get('PREFETCH', True))
     else:
-        tile = _BWD_TILE_SMALL_N if block_n <= 8 else _BWD_TILE_LARGE_N if block_n >= 32 else _BWD_TILE
-    block_d = max(1, min(_next_pow2(dpg), tile // (block_n * block_l)))
+        k = r = None
+        prefetch = False
+        num_warps = 4
+        if kind == 'fwd':
+            tile = _FWD_TILE
+        else:
+            tile = _BWD_TILE_SMALL_N if block_n <= 8 else _BWD_TILE_LARGE_N if block_n >= 32 else _BWD_TILE
+        block_d = max(1, min(_next_pow2(dpg), tile // (block_n * block_l)))
+        if over.get('num_warps'):
+            num_warps = int(over['num_warps'])
     while block_d > 1 and batch * groups * (-(-dpg // block_d)) < 2 * sm_count:
         block_d //= 2
-    num_warps = 4
-    over = _CONFIG_OVERRIDE.get(kind, {})
     if over.get('BLOCK_D'):
         block_d = int(over['BLOCK_D'])
-    if over.get('num_warps'):
-        num_warps = int(over['num_warps'])
     n_dblk = -(-dpg // block_d)
-    return dict(BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, n_dblk=n_dblk,
-                grid=(groups * n_dblk, batch), num_warps=num_warps)
+    return dict(impl=impl, BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l, K=k, R=r, PREFETCH=prefetch,
+                n_dblk=n_dblk, grid=(groups * n_dblk, batch), num_warps=num_warps)
 
 
 if triton is not None:
@@ -343,6 +402,317 @@ if triton is not None:
         if HAS_BIAS:
             tl.atomic_add(dbias_ptr + offs_d, dbias_acc, mask=mask_d)
 
+    # ------------------------------------------------------------------------------------------------------
+    # 'runs' kernels: each thread owns K consecutive positions of a chunk (tile axis 0), lanes own R runs.
+    # ------------------------------------------------------------------------------------------------------
+
+    @triton.jit
+    def _combine_excl(ea1, eb1, ta1, tb1, ea2, eb2, ta2, tb2):
+        # Pairs (E, T) of affine maps, E = all but the last element, T = all elements, in scan order.
+        # (E1, T1) then (E2, T2) = (T1 then E2, T1 then T2).  The scan's E is the exclusive prefix.
+        return ta1 * ea2, ea2 * tb1 + eb2, ta1 * ta2, ta2 * tb1 + tb2
+
+    @triton.jit
+    def _fwd_runs_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
+                         out_ptr, last_ptr, ckpt_ptr,
+                         dim, L, N, dpg, n_dblk, n_chunks,
+                         s_ub, s_ud, s_tb, s_td, s_Ad, s_An, s_Bb, s_Bg, s_Bn, s_Cb, s_Cg, s_Cn,
+                         s_zb, s_zd, s_ob, s_od,
+                         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+                         SOFTPLUS: tl.constexpr, STORE_CKPT: tl.constexpr,
+                         BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, K: tl.constexpr, R: tl.constexpr,
+                         PREFETCH: tl.constexpr):
+        # Tiles: (K, BLOCK_D, BLOCK_N, R); position in the chunk = r * K + k.
+        T: tl.constexpr = K * R
+        pid = tl.program_id(0)
+        pid_b = tl.program_id(1).to(tl.int64)
+        g = pid // n_dblk
+        offs_dl = (pid % n_dblk) * BLOCK_D + tl.arange(0, BLOCK_D)
+        mask_d = offs_dl < dpg
+        offs_d = g * dpg + offs_dl
+        offs_n = tl.arange(0, BLOCK_N)
+        mask_n = offs_n < N
+        offs_k = tl.arange(0, K)
+        offs_r = tl.arange(0, R)
+        pos = offs_r[None, :] * K + offs_k[:, None]                     # (K, R)
+        mask_dn = mask_d[:, None] & mask_n[None, :]
+
+        A2 = tl.load(A_ptr + offs_d[:, None] * s_Ad + offs_n[None, :] * s_An, mask=mask_dn,
+                     other=0.0).to(tl.float32) * 1.4426950408889634
+        if HAS_D:
+            Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+
+        d3 = offs_d[None, :, None]                                       # (1, D, 1)
+        md3 = mask_d[None, :, None]
+        u_row = u_ptr + pid_b * s_ub + d3 * s_ud
+        dt_row = dt_ptr + pid_b * s_tb + d3 * s_td
+        out_row = out_ptr + pid_b * s_ob + d3 * s_od
+        if HAS_Z:
+            z_row = z_ptr + pid_b * s_zb + d3 * s_zd
+        n3 = offs_n[None, :, None]
+        mn3 = mask_n[None, :, None]
+        B_row = B_ptr + pid_b * s_Bb + g * s_Bg + n3 * s_Bn
+        C_row = C_ptr + pid_b * s_Cb + g * s_Cg + n3 * s_Cn
+        ck_row = ckpt_ptr + ((pid_b * dim + offs_d[:, None]) * n_chunks) * N + offs_n[None, :]
+        is_last_k = (offs_k == K - 1)[:, None, None, None]
+        is_last_r = (offs_r == R - 1)[None, None, :]
+
+        h = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
+        if PREFETCH:
+            # Inputs of the next chunk are loaded one iteration ahead, so that their latency hides behind the
+            # current chunk's arithmetic.
+            t0 = pos[:, None, :]
+            u_nx = tl.load(u_row + t0, mask=md3 & (t0 < L), other=0.0)
+            dt_nx = tl.load(dt_row + t0, mask=md3 & (t0 < L), other=0.0)
+            B_nx = tl.load(B_row + t0, mask=mn3 & (t0 < L), other=0.0)
+            C_nx = tl.load(C_row + t0, mask=mn3 & (t0 < L), other=0.0)
+            if HAS_Z:
+                z_nx = tl.load(z_row + t0, mask=md3 & (t0 < L), other=0.0)
+        for c in range(n_chunks):
+            t = (c * T + pos)[:, None, :]                                # (K, 1, R)
+            mt = t < L
+            m3 = md3 & mt
+            mbc = mn3 & mt
+            if PREFETCH:
+                u_raw = u_nx
+                dt_raw = dt_nx
+                B_raw = B_nx
+                C_raw = C_nx
+                tn = t + T
+                u_nx = tl.load(u_row + tn, mask=md3 & (tn < L), other=0.0)
+                dt_nx = tl.load(dt_row + tn, mask=md3 & (tn < L), other=0.0)
+                B_nx = tl.load(B_row + tn, mask=mn3 & (tn < L), other=0.0)
+                C_nx = tl.load(C_row + tn, mask=mn3 & (tn < L), other=0.0)
+                if HAS_Z:
+                    z_raw = z_nx
+                    z_nx = tl.load(z_row + tn, mask=md3 & (tn < L), other=0.0)
+            else:
+                u_raw = tl.load(u_row + t, mask=m3, other=0.0)
+                dt_raw = tl.load(dt_row + t, mask=m3, other=0.0)
+                B_raw = tl.load(B_row + t, mask=mbc, other=0.0)
+                C_raw = tl.load(C_row + t, mask=mbc, other=0.0)
+                if HAS_Z:
+                    z_raw = tl.load(z_row + t, mask=m3, other=0.0)
+            u = u_raw.to(tl.float32)                                     # (K, D, R)
+            dt = dt_raw.to(tl.float32)
+            if HAS_BIAS:
+                dt = dt + bias[None, :, None]
+            if SOFTPLUS:
+                dt = _softplus(dt)
+            dt = tl.where(m3, dt, 0.0)
+            Bc = B_raw.to(tl.float32)                                    # (K, N, R)
+            Cc = C_raw.to(tl.float32)
+            if STORE_CKPT:
+                tl.store(ck_row + c * N, h, mask=mask_dn)
+            a = tl.exp2(dt[:, :, None, :] * A2[None, :, :, None])         # (K, D, N, R)
+            bu = (dt * u)[:, :, None, :] * Bc[:, None, :, :]
+            P, S = tl.associative_scan((a, bu), 0, _combine)            # within each thread's run
+            Pr = tl.sum(tl.where(is_last_k, P, 0.0), axis=0)             # run aggregates (D, N, R)
+            Sr = tl.sum(tl.where(is_last_k, S, 0.0), axis=0)
+            Ea, Eb, Ta, Tb = tl.associative_scan((tl.full(Pr.shape, 1.0, tl.float32),
+                                                  tl.zeros(Pr.shape, tl.float32), Pr, Sr), 2, _combine_excl)
+            h3 = h[:, :, None]
+            start = Ea * h3 + Eb                                         # state before each run
+            hs = P * start[None, :, :, :] + S
+            y = tl.sum(hs * Cc[:, None, :, :], axis=2)                   # (K, D, R)
+            h = tl.sum(tl.where(is_last_r, Ta * h3 + Tb, 0.0), axis=2)
+            if HAS_D:
+                y += Dv[None, :, None] * u
+            if HAS_Z:
+                zz = z_raw.to(tl.float32)
+                y = y * (zz * tl.sigmoid(zz))
+            tl.store(out_row + t, y.to(out_ptr.dtype.element_ty), mask=m3)
+        tl.store(last_ptr + (pid_b * dim + offs_d[:, None]) * N + offs_n[None, :], h, mask=mask_dn)
+
+    @triton.jit
+    def _bwd_runs_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, ckpt_ptr,
+                         du_ptr, ddt_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dz_ptr, dbias_ptr,
+                         dim, L, N, dpg, n_dblk, n_chunks, G,
+                         s_ub, s_ud, s_tb, s_td, s_Ad, s_An, s_Bb, s_Bg, s_Bn, s_Cb, s_Cg, s_Cn,
+                         s_zb, s_zd, s_gb, s_gd,
+                         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+                         SOFTPLUS: tl.constexpr, DBC_ATOMIC: tl.constexpr,
+                         BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, K: tl.constexpr, R: tl.constexpr,
+                         PREFETCH: tl.constexpr):
+        T: tl.constexpr = K * R
+        pid = tl.program_id(0)
+        pid_b = tl.program_id(1).to(tl.int64)
+        g = pid // n_dblk
+        offs_dl = (pid % n_dblk) * BLOCK_D + tl.arange(0, BLOCK_D)
+        mask_d = offs_dl < dpg
+        offs_d = g * dpg + offs_dl
+        offs_n = tl.arange(0, BLOCK_N)
+        mask_n = offs_n < N
+        offs_k = tl.arange(0, K)
+        offs_r = tl.arange(0, R)
+        pos = offs_r[None, :] * K + offs_k[:, None]
+        mask_dn = mask_d[:, None] & mask_n[None, :]
+
+        A = tl.load(A_ptr + offs_d[:, None] * s_Ad + offs_n[None, :] * s_An, mask=mask_dn,
+                    other=0.0).to(tl.float32)
+        A2 = A * 1.4426950408889634
+        if HAS_D:
+            Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+
+        d3 = offs_d[None, :, None]
+        md3 = mask_d[None, :, None]
+        u_row = u_ptr + pid_b * s_ub + d3 * s_ud
+        dt_row = dt_ptr + pid_b * s_tb + d3 * s_td
+        g_row = dout_ptr + pid_b * s_gb + d3 * s_gd
+        if HAS_Z:
+            z_row = z_ptr + pid_b * s_zb + d3 * s_zd
+            dz_row = dz_ptr + (pid_b * dim + d3) * L
+        du_row = du_ptr + (pid_b * dim + d3) * L
+        ddt_row = ddt_ptr + (pid_b * dim + d3) * L
+        n3 = offs_n[None, :, None]
+        mn3 = mask_n[None, :, None]
+        B_row = B_ptr + pid_b * s_Bb + g * s_Bg + n3 * s_Bn
+        C_row = C_ptr + pid_b * s_Cb + g * s_Cg + n3 * s_Cn
+        dBC_row = ((pid_b * G + g) * N + n3) * L
+        ck_row = ckpt_ptr + ((pid_b * dim + offs_d[:, None]) * n_chunks) * N + offs_n[None, :]
+        is_last_k = (offs_k == K - 1)[:, None, None, None]
+        is_last_r = (offs_r == R - 1)[None, None, :]
+        is_first_r = (offs_r == 0)[None, None, :]
+
+        carry = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)   # a_t dh_t at the first step of the later chunk
+        dA_acc = tl.zeros((BLOCK_D, BLOCK_N, R), dtype=tl.float32)
+        dD_acc = tl.zeros((BLOCK_D, R), dtype=tl.float32)
+        dbias_acc = tl.zeros((BLOCK_D, R), dtype=tl.float32)
+        if PREFETCH:
+            # The previous chunk's inputs are loaded one iteration ahead (the walk goes backwards).
+            t0 = ((n_chunks - 1) * T + pos)[:, None, :]
+            u_nx = tl.load(u_row + t0, mask=md3 & (t0 < L), other=0.0)
+            dt_nx = tl.load(dt_row + t0, mask=md3 & (t0 < L), other=0.0)
+            B_nx = tl.load(B_row + t0, mask=mn3 & (t0 < L), other=0.0)
+            C_nx = tl.load(C_row + t0, mask=mn3 & (t0 < L), other=0.0)
+            g_nx = tl.load(g_row + t0, mask=md3 & (t0 < L), other=0.0)
+            h0_nx = tl.load(ck_row + (n_chunks - 1) * N, mask=mask_dn, other=0.0)
+            if HAS_Z:
+                z_nx = tl.load(z_row + t0, mask=md3 & (t0 < L), other=0.0)
+        for cc in range(n_chunks):
+            c = n_chunks - 1 - cc
+            t = (c * T + pos)[:, None, :]
+            mt = t < L
+            m3 = md3 & mt
+            mbc = mn3 & mt
+            if PREFETCH:
+                u_raw = u_nx
+                dt_raw = dt_nx
+                B_raw = B_nx
+                C_raw = C_nx
+                g_raw = g_nx
+                h0 = h0_nx
+                tn = t - T
+                mp = tn >= 0
+                u_nx = tl.load(u_row + tn, mask=md3 & mp, other=0.0)
+                dt_nx = tl.load(dt_row + tn, mask=md3 & mp, other=0.0)
+                B_nx = tl.load(B_row + tn, mask=mn3 & mp, other=0.0)
+                C_nx = tl.load(C_row + tn, mask=mn3 & mp, other=0.0)
+                g_nx = tl.load(g_row + tn, mask=md3 & mp, other=0.0)
+                h0_nx = tl.load(ck_row + (c - 1) * N, mask=mask_dn & (c > 0), other=0.0)
+                if HAS_Z:
+                    z_raw = z_nx
+                    z_nx = tl.load(z_row + tn, mask=md3 & mp, other=0.0)
+            else:
+                u_raw = tl.load(u_row + t, mask=m3, other=0.0)
+                dt_raw = tl.load(dt_row + t, mask=m3, other=0.0)
+                B_raw = tl.load(B_row + t, mask=mbc, other=0.0)
+                C_raw = tl.load(C_row + t, mask=mbc, other=0.0)
+                g_raw = tl.load(g_row + t, mask=m3, other=0.0)
+                h0 = tl.load(ck_row + c * N, mask=mask_dn, other=0.0)
+                if HAS_Z:
+                    z_raw = tl.load(z_row + t, mask=m3, other=0.0)
+            u = u_raw.to(tl.float32)
+            dtp = dt_raw.to(tl.float32)
+            if HAS_BIAS:
+                dtp = dtp + bias[None, :, None]
+            if SOFTPLUS:
+                dt = _softplus(dtp)
+            else:
+                dt = dtp
+            dt = tl.where(m3, dt, 0.0)
+            Bc = B_raw.to(tl.float32)
+            Cc = C_raw.to(tl.float32)
+            dout = g_raw.to(tl.float32)
+
+            # Recompute the chunk's states (as in the forward).
+            a = tl.exp2(dt[:, :, None, :] * A2[None, :, :, None])
+            dtu = dt * u
+            bu = dtu[:, :, None, :] * Bc[:, None, :, :]
+            P, S = tl.associative_scan((a, bu), 0, _combine)
+            Pr = tl.sum(tl.where(is_last_k, P, 0.0), axis=0)
+            Sr = tl.sum(tl.where(is_last_k, S, 0.0), axis=0)
+            Ea, Eb, Ta, Tb = tl.associative_scan((tl.full(Pr.shape, 1.0, tl.float32),
+                                                  tl.zeros(Pr.shape, tl.float32), Pr, Sr), 2, _combine_excl)
+            start = Ea * h0[:, :, None] + Eb
+            h = P * start[None, :, :, :] + S
+
+            if HAS_Z:
+                zz = z_raw.to(tl.float32)
+                sz = tl.sigmoid(zz)
+                y = tl.sum(h * Cc[:, None, :, :], axis=2)
+                if HAS_D:
+                    y += Dv[None, :, None] * u
+                dz = dout * y * sz * (1.0 + zz * (1.0 - sz))
+                tl.store(dz_row + t, dz.to(dz_ptr.dtype.element_ty), mask=m3)
+                dy = dout * zz * sz
+            else:
+                dy = dout
+
+            # Reverse recurrence dh_t = C_t dy_t + g_{t+1}, g_t = a_t dh_t: g runs through the maps
+            # x -> a_t (cdy_t + x) in descending t; dh_t needs the exclusive composition.
+            # The in-thread part runs as a forward scan over the flipped K axis (a flip within a thread is free,
+            # while Triton lowers reverse scans over in-thread repeats with shuffles).
+            cdy = Cc[:, None, :, :] * dy[:, :, None, :]
+            Fa, Fb, Ga, Gb = tl.associative_scan((tl.full(a.shape, 1.0, tl.float32), tl.zeros(a.shape, tl.float32),
+                                                  tl.flip(a, 0), tl.flip(a * cdy, 0)), 0, _combine_excl)
+            Fa = tl.flip(Fa, 0)
+            Fb = tl.flip(Fb, 0)
+            Gra = tl.sum(tl.where(is_last_k, Ga, 0.0), axis=0)        # whole run (D, N, R)
+            Grb = tl.sum(tl.where(is_last_k, Gb, 0.0), axis=0)
+            Xa, Xb, Ya, Yb = tl.associative_scan((tl.full(Gra.shape, 1.0, tl.float32),
+                                                  tl.zeros(Gra.shape, tl.float32), Gra, Grb), 2, _combine_excl,
+                                                 reverse=True)
+            c3 = carry[:, :, None]
+            v = Xa * c3 + Xb                                           # g at the first step of the next run
+            dh = cdy + Fa * v[None, :, :, :] + Fb
+            carry = tl.sum(tl.where(is_first_r, Ya * c3 + Yb, 0.0), axis=2)
+
+            dCc = tl.sum(h * dy[:, :, None, :], axis=1)               # (K, N, R)
+            dBc = tl.sum(dh * dtu[:, :, None, :], axis=1)
+            if DBC_ATOMIC:
+                tl.atomic_add(dC_ptr + dBC_row + t, dCc, mask=mbc)
+                tl.atomic_add(dB_ptr + dBC_row + t, dBc, mask=mbc)
+            else:
+                tl.store(dC_ptr + dBC_row + t, dCc, mask=mbc)
+                tl.store(dB_ptr + dBC_row + t, dBc, mask=mbc)
+
+            w = dh * (h - bu)                                          # dh_t * a_t * h_{t-1}
+            dhB = tl.sum(dh * Bc[:, None, :, :], axis=2)               # (K, D, R)
+            ddt = dhB * u + tl.sum(w * A[None, :, :, None], axis=2)
+            dA_acc += tl.sum(w * dt[:, :, None, :], axis=0)
+            du = dhB * dt
+            if HAS_D:
+                du += Dv[None, :, None] * dy
+                dD_acc += tl.sum(dy * u, axis=0)
+            if SOFTPLUS:
+                ddt = ddt * tl.sigmoid(dtp)
+            ddt = tl.where(m3, ddt, 0.0)
+            if HAS_BIAS:
+                dbias_acc += tl.sum(ddt, axis=0)
+            tl.store(du_row + t, du.to(du_ptr.dtype.element_ty), mask=m3)
+            tl.store(ddt_row + t, ddt.to(ddt_ptr.dtype.element_ty), mask=m3)
+
+        tl.atomic_add(dA_ptr + offs_d[:, None] * N + offs_n[None, :], tl.sum(dA_acc, axis=2), mask=mask_dn)
+        if HAS_D:
+            tl.atomic_add(dD_ptr + offs_d, tl.sum(dD_acc, axis=1), mask=mask_d)
+        if HAS_BIAS:
+            tl.atomic_add(dbias_ptr + offs_d, tl.sum(dbias_acc, axis=1), mask=mask_d)
+
 
 def _check_ready(u):
     if triton is None:
@@ -384,7 +754,11 @@ def _fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt):
             else torch.empty(1, dtype=torch.float32, device=u.device))
     dummy = u
     zz = z if z is not None else dummy
-    _fwd_kernel[cfg['grid']](
+    if cfg['impl'] == 'runs':
+        kernel, tile = _fwd_runs_kernel, dict(K=cfg['K'], R=cfg['R'], PREFETCH=cfg['PREFETCH'])
+    else:
+        kernel, tile = _fwd_kernel, dict(BLOCK_L=cfg['BLOCK_L'])
+    kernel[cfg['grid']](
         u, delta, A, B4, C4, D if D is not None else dummy, zz,
         delta_bias if delta_bias is not None else dummy,
         out, last, ckpt,
@@ -394,8 +768,7 @@ def _fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt):
         zz.stride(0), zz.stride(1), out.stride(0), out.stride(1),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
         SOFTPLUS=bool(delta_softplus), STORE_CKPT=bool(store_ckpt),
-        BLOCK_D=cfg['BLOCK_D'], BLOCK_N=cfg['BLOCK_N'], BLOCK_L=cfg['BLOCK_L'],
-        num_warps=cfg['num_warps'])
+        BLOCK_D=cfg['BLOCK_D'], BLOCK_N=cfg['BLOCK_N'], num_warps=cfg['num_warps'], **tile)
     return out, last, ckpt
 
 
@@ -420,7 +793,11 @@ def _bwd(dout, u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, ckpt):
     dz = _empty((batch, dim, seqlen), z.dtype, dev) if z is not None else None
     dummy = du
     zz = z if z is not None else u
-    _bwd_kernel[cfg['grid']](
+    if cfg['impl'] == 'runs':
+        kernel, tile = _bwd_runs_kernel, dict(K=cfg['K'], R=cfg['R'], PREFETCH=cfg['PREFETCH'])
+    else:
+        kernel, tile = _bwd_kernel, dict(BLOCK_L=cfg['BLOCK_L'])
+    kernel[cfg['grid']](
         u, delta, A, B4, C4, D if D is not None else dummy, zz,
         delta_bias if delta_bias is not None else dummy, dout, ckpt,
         du, ddelta, dA, dB, dC, dD if dD is not None else dummy, dz if dz is not None else dummy,
@@ -431,8 +808,7 @@ def _bwd(dout, u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, ckpt):
         zz.stride(0), zz.stride(1), dout.stride(0), dout.stride(1),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
         SOFTPLUS=bool(delta_softplus), DBC_ATOMIC=atomic,
-        BLOCK_D=cfg['BLOCK_D'], BLOCK_N=cfg['BLOCK_N'], BLOCK_L=cfg['BLOCK_L'],
-        num_warps=cfg['num_warps'])
+        BLOCK_D=cfg['BLOCK_D'], BLOCK_N=cfg['BLOCK_N'], num_warps=cfg['num_warps'], **tile)
     return du, ddelta, dA, dB, dC, dD, dz, dbias
 
 
