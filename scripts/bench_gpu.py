@@ -135,19 +135,24 @@ def check_case(case, dtype):
     try:
         out, last = ts.selective_scan_triton(*tin, delta_softplus=flags['softplus'], return_last_state=True)
         out.backward(w.to(out.dtype))
+        # Without autograd the forward may split long sequences into segments (triton_scan.num_segments): it is
+        # checked against the reference too, and run twice to check that it is deterministic.
         with torch.no_grad():
-            out2, last2 = ts.selective_scan_triton(*[t.detach() if t is not None else None for t in tin],
-                                                   delta_softplus=flags['softplus'], return_last_state=True)
+            plain = [t.detach() if t is not None else None for t in tin]
+            out2, last2 = ts.selective_scan_triton(*plain, delta_softplus=flags['softplus'], return_last_state=True)
+            out3, last3 = ts.selective_scan_triton(*plain, delta_softplus=flags['softplus'], return_last_state=True)
         torch.cuda.synchronize()
     finally:
         ts._POISON_OUTPUTS = False
-    res = {'out': rel_err(out, y64.detach()), 'last': rel_err(last, last64.detach())}
+    res = {'out': rel_err(out, y64.detach()), 'last': rel_err(last, last64.detach()),
+           'out_nograd': rel_err(out2, y64.detach()), 'last_nograd': rel_err(last2, last64.detach())}
     finite = bool(torch.isfinite(out).all() and torch.isfinite(last).all())
     for name, t, r in zip(NAMES, tin, ref_in):
         if t is not None:
             res['d' + name] = rel_err(t.grad, r.grad)
             finite &= bool(torch.isfinite(t.grad).all())
-    deterministic = bool(torch.equal(out, out2) and torch.equal(last, last2))
+    finite &= bool(torch.isfinite(out2).all() and torch.isfinite(last2).all())
+    deterministic = bool(torch.equal(out2, out3) and torch.equal(last2, last3))
     assert out.dtype == ins[0].dtype and last.dtype == torch.float32 and last.shape == (b, d, N)
     return res, finite, deterministic
 
@@ -172,7 +177,7 @@ GRID = [
 def section_grid(results):
     log('\n== Correctness: Triton vs float64 sequential reference (norm-relative errors) ==')
     hdr = f"{'b':>3} {'d':>4} {'L':>6} {'N':>3} {'G':>2} {'flags':<18} {'dtype':<5} " \
-          f"{'out':>8} {'last':>8} {'worst grad':>16} {'finite':>6} {'det':>4} {'pass':>5}"
+          f"{'out':>8} {'last':>8} {'nograd':>8} {'worst grad':>16} {'finite':>6} {'det':>4} {'pass':>5}"
     log(hdr)
     rows = []
     all_ok = True
@@ -199,7 +204,7 @@ def section_grid(results):
             if case.get('extreme'):
                 flags += ',EXT'
             log(f"{case['b']:>3} {case['d']:>4} {case['L']:>6} {case['N']:>3} {case['G']:>2} {flags:<18} "
-                f"{str(dtype)[6:][:5]:<5} {errs['out']:8.1e} {errs['last']:8.1e} "
+                f"{str(dtype)[6:][:5]:<5} {errs['out']:8.1e} {errs['last']:8.1e} {errs['out_nograd']:8.1e} "
                 f"{worst + '=' + format(grads[worst], '.1e'):>16} {str(finite):>6} {str(det)[0]:>4} "
                 f"{'ok' if ok else 'FAIL':>5}  ({time.time() - t0:.1f}s)")
             rows.append(dict(case=case, dtype=str(dtype), errors=errs, finite=finite, deterministic=det,
@@ -274,6 +279,36 @@ def time_fn(fn, ins, grad=False, rep=200):
         t.requires_grad_(False)
         t.grad = None
     return ms
+
+
+# One image at inference (LR 256x256 -> L = 65536, batch 1) at each network's scan width: (name, d, N, G, z).
+SEGMENT_SHAPES = [('MambaIRv2-light infer', 96, 8, 1, False), ('MPSI infer', 120, 16, 0, True),
+                  ('MMA-B infer', 384, 16, 0, True)]
+
+
+def section_segments(results, counts=(1, 2, 4, 8, 16)):
+    """Forward without autograd at batch 1, L 65536: forced segment counts vs the automatic choice."""
+    log('\n== Forward without autograd, b=1 L=65536, sequence split into S segments (median ms) ==')
+    log('| shape | d | N | ' + ' | '.join(f'S={c}' for c in counts) + ' | auto (S) |')
+    log('| --- | --- | --- | ' + ' | '.join('---' for _ in counts) + ' | --- |')
+    rows = []
+    for name, d, N, G, has_z in SEGMENT_SHAPES:
+        ins = timing_inputs(1, d, 65536, N, G, has_z, torch.float32)
+        fn = lambda *a: ts.selective_scan_triton(*a, delta_softplus=True)  # noqa: E731
+        times = {}
+        for c in counts:
+            ts._CONFIG_OVERRIDE['fwd'] = {'SEGMENTS': c}
+            try:
+                times[c] = time_fn(fn, ins)
+            finally:
+                ts._CONFIG_OVERRIDE.pop('fwd', None)
+        auto_s = ts.num_segments(1, d, max(G, 1), N, 65536, False, torch.cuda.get_device_properties(0)
+                                 .multi_processor_count)
+        t_auto = time_fn(fn, ins)
+        rows.append(dict(shape=name, d=d, N=N, times=times, auto=t_auto, auto_segments=auto_s))
+        log(f'| {name} | {d} | {N} | ' + ' | '.join(f'{times[c]:.3f}' for c in counts) +
+            f' | {t_auto:.3f} ({auto_s}) |')
+    results['segments'] = rows
 
 
 def section_timing(results, bw, mamba_fn=None, triton_impl=True, key='timing'):
@@ -464,6 +499,8 @@ def main():
     ap.add_argument('--deadline', type=float, default=540, help='seconds after start to stop waiting for the build')
     ap.add_argument('--sweep-until', type=float, default=250, help='seconds after start to stop the sweep')
     ap.add_argument('--sweep-bf16', action='store_true', help='sweep bf16 inputs too')
+    ap.add_argument('--segments', action='store_true',
+                    help='time the no-autograd forward at batch 1, L 65536 with the sequence split into segments')
     ap.add_argument('--compare-lanes', action='store_true',
                     help="also time the 'lanes' and the 'runs' kernels on every shape, side by side")
     ap.add_argument('--sweep-after-mamba', action='store_true', help='run the sweep after the mamba_ssm timings')
@@ -507,6 +544,13 @@ def main():
             section_timing(results, bw)
         except Exception as exc:
             log(f'timing section failed: {exc!r}')
+            traceback.print_exc()
+        save()
+    if args.segments:
+        try:
+            section_segments(results)
+        except Exception as exc:
+            log(f'segment section failed: {exc!r}')
             traceback.print_exc()
         save()
     if args.compare_lanes and not args.skip_timing:

@@ -76,6 +76,9 @@ MODES = {
     'tf32-triton-graph': dict(tf32=True, bf16=False, scan='triton', fused_adam=True, graph=True),
     'bf16-triton-graph': dict(tf32=True, bf16=True, scan='triton', fused_adam=True, graph=True),
     'tf32-mamba-graph': dict(tf32=True, bf16=False, scan='mamba_ssm', fused_adam=True, graph=True),
+    # the Triton forward without splitting long sequences into segments (triton_scan.num_segments)
+    'tf32-triton-graph-noseg': dict(tf32=True, bf16=False, scan='triton', fused_adam=True, graph=True,
+                                    triton_override={'fwd': {'SEGMENTS': 1}}),
 }
 SCALE = 2
 LOG_LINES = []
@@ -112,6 +115,9 @@ def apply_mode(mode):
     torch.backends.cudnn.allow_tf32 = cfg['tf32']
     torch.backends.cudnn.benchmark = True   # BasicSR's train.py sets it too
     os.environ[ss.ENV_VAR] = cfg['scan']
+    from mamba_sr_archs.ops import triton_scan
+    triton_scan._CONFIG_OVERRIDE.clear()
+    triton_scan._CONFIG_OVERRIDE.update(cfg.get('triton_override', {}))
     return cfg
 
 

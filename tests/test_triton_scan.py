@@ -195,3 +195,54 @@ def test_kernels_match_reference_in_triton_interpreter():
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
     worst = float(res.stdout.strip().split('WORST')[-1])
     assert worst < 1e-5, worst
+
+
+_SEGMENT_SCRIPT = r"""
+import sys, torch
+sys.path.insert(0, ROOT)
+from mamba_sr_archs.ops import triton_scan as ts
+from mamba_sr_archs.ops import selective_scan_ref
+ts._POISON_OUTPUTS = True
+ts._IMPL = 'runs'
+torch.manual_seed(0)
+worst = 0.0
+# b, d, L, N, G, z, forced segments, K, R: uneven last segment, grouped B/C, one-chunk segments, no split
+for b, d, L, N, G, hz, seg, k, r in [(1, 4, 203, 4, 0, True, 5, 2, 4), (2, 6, 96, 3, 2, False, 3, 2, 4),
+                                      (1, 2, 64, 2, 1, True, 8, 2, 4), (1, 2, 40, 2, 0, True, 1, 2, 4)]:
+    ts._CONFIG_OVERRIDE.clear()
+    ts._CONFIG_OVERRIDE['fwd'] = {'K': k, 'R': r, 'BLOCK_D': 2, 'SEGMENTS': seg}
+    n_chunks = -(-L // (k * r))
+    assert ts.num_segments(b, d, max(G, 1), N, L, False) == min(seg, n_chunks)
+    assert ts.num_segments(b, d, max(G, 1), N, L, True) == 1        # autograd: never split
+    shp = (b, G, N, L) if G else (b, N, L)
+    ins = [torch.randn(b, d, L), torch.randn(b, d, L) * 0.5 - 1, -torch.rand(d, N) * 2 - 0.05, torch.randn(*shp),
+           torch.randn(*shp), torch.randn(d), torch.randn(b, d, L) if hz else None, torch.randn(d) * 0.5]
+    yr, sr = selective_scan_ref(*[t.double() if t is not None else None for t in ins], delta_softplus=True,
+                                return_last_state=True)
+    with torch.no_grad():
+        y, st = ts.selective_scan_triton(*ins, delta_softplus=True, return_last_state=True)
+    for a, c in ((y, yr), (st, sr)):
+        assert torch.isfinite(a).all()
+        worst = max(worst, ((a.double() - c).norm() / c.norm()).item())
+print('WORST', worst)
+"""
+
+
+@pytest.mark.skipif(not _has_triton(), reason='Triton is not installed')
+def test_segmented_forward_matches_reference_in_triton_interpreter():
+    """Without autograd a long sequence is split into segments scanned in parallel (two passes + start states)."""
+    env = dict(os.environ, TRITON_INTERPRET='1', CUDA_VISIBLE_DEVICES='')
+    res = subprocess.run([sys.executable, '-c', f'ROOT = {ROOT!r}\n' + _SEGMENT_SCRIPT], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    assert float(res.stdout.strip().split('WORST')[-1]) < 1e-5
+
+
+def test_segment_count_fills_the_gpu_only_for_few_long_sequences():
+    # one 256x256 image (L = 65536) on 132 SMs: split only with fewer programs than SMs (measured, see docstring)
+    assert ts.num_segments(1, 384, 1, 16, 65536, False, 132) == 1    # MMA-B width: 384 programs
+    assert ts.num_segments(1, 96, 1, 8, 65536, False, 132) == 8      # MambaIRv2-light width: 96 programs
+    assert ts.num_segments(1, 120, 1, 16, 65536, False, 132) == 8    # MPSI width: 120 programs
+    assert ts.num_segments(1, 96, 1, 8, 65536, True, 132) == 1       # with autograd: never
+    assert ts.num_segments(16, 384, 1, 16, 4096, False, 132) == 1    # training batch: enough programs already
+    assert ts.num_segments(1, 96, 1, 8, 100, False, 132) == 1        # short: fewer than 8 chunks per segment

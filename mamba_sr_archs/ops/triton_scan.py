@@ -57,7 +57,7 @@ except Exception as exc:  # pragma: no cover - depends on the install
     tl = None
     _TRITON_IMPORT_ERROR = exc
 
-__all__ = ['selective_scan_triton', 'is_available', 'launch_config', 'num_chunks']
+__all__ = ['selective_scan_triton', 'is_available', 'launch_config', 'num_chunks', 'num_segments']
 
 _LOG2E = 1.4426950408889634
 MAX_DSTATE = 256
@@ -72,6 +72,8 @@ _BWD_TILE_LARGE_N = 4096   # for N >= 32
 _CHUNK = 32
 # 'runs' kernels (the default): positions per thread and channels per program, per pass.
 _RUN_BLOCK_D = 2
+# Forward without autograd, fewer programs than multiprocessors: split long sequences into this many segments.
+_SEGMENTS = 8
 # Which kernels run: 'runs' (K consecutive positions per thread), 'lanes' (one position per lane, the first
 # version) or 'auto' (per shape, whichever measured faster; see _impl_for).
 _IMPL = 'auto'
@@ -414,18 +416,32 @@ if triton is not None:
 
     @triton.jit
     def _fwd_runs_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
-                         out_ptr, last_ptr, ckpt_ptr,
-                         dim, L, N, dpg, n_dblk, n_chunks,
+                         out_ptr, last_ptr, ckpt_ptr, h0_ptr, decay_ptr,
+                         dim, L, N, dpg, n_dblk, n_chunks, seg_len,
                          s_ub, s_ud, s_tb, s_td, s_Ad, s_An, s_Bb, s_Bg, s_Bn, s_Cb, s_Cg, s_Cn,
                          s_zb, s_zd, s_ob, s_od,
                          HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
                          SOFTPLUS: tl.constexpr, STORE_CKPT: tl.constexpr,
                          BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, K: tl.constexpr, R: tl.constexpr,
-                         PREFETCH: tl.constexpr):
+                         PREFETCH: tl.constexpr, SEGMENTED: tl.constexpr, HAS_H0: tl.constexpr,
+                         STORE_OUT: tl.constexpr):
         # Tiles: (K, BLOCK_D, BLOCK_N, R); position in the chunk = r * K + k.
+        # SEGMENTED: program_id(2) = segment s of seg_len steps (n_chunks chunks each); the state of segment s
+        # starts from h0[b, s] (HAS_H0) or zero, and the segment's last state and total decay prod(a) are stored
+        # per (b, s) in last / decay.  Without SEGMENTED there is one segment, the whole sequence.
         T: tl.constexpr = K * R
         pid = tl.program_id(0)
         pid_b = tl.program_id(1).to(tl.int64)
+        if SEGMENTED:
+            pid_s = tl.program_id(2).to(tl.int64)
+            n_seg = tl.num_programs(2).to(tl.int64)
+            seg0 = pid_s * seg_len
+            L_end = tl.minimum(seg0 + seg_len, L)
+            st_b = pid_b * n_seg + pid_s                                   # row of h0 / last / decay
+        else:
+            seg0 = 0
+            L_end = L
+            st_b = pid_b
         g = pid // n_dblk
         offs_dl = (pid % n_dblk) * BLOCK_D + tl.arange(0, BLOCK_D)
         mask_d = offs_dl < dpg
@@ -446,20 +462,28 @@ if triton is not None:
 
         d3 = offs_d[None, :, None]                                       # (1, D, 1)
         md3 = mask_d[None, :, None]
-        u_row = u_ptr + pid_b * s_ub + d3 * s_ud
-        dt_row = dt_ptr + pid_b * s_tb + d3 * s_td
-        out_row = out_ptr + pid_b * s_ob + d3 * s_od
+        # Row pointers start at the segment's first step; t below counts steps from there.
+        u_row = u_ptr + pid_b * s_ub + d3 * s_ud + seg0
+        dt_row = dt_ptr + pid_b * s_tb + d3 * s_td + seg0
+        out_row = out_ptr + pid_b * s_ob + d3 * s_od + seg0
         if HAS_Z:
-            z_row = z_ptr + pid_b * s_zb + d3 * s_zd
+            z_row = z_ptr + pid_b * s_zb + d3 * s_zd + seg0
         n3 = offs_n[None, :, None]
         mn3 = mask_n[None, :, None]
-        B_row = B_ptr + pid_b * s_Bb + g * s_Bg + n3 * s_Bn
-        C_row = C_ptr + pid_b * s_Cb + g * s_Cg + n3 * s_Cn
+        B_row = B_ptr + pid_b * s_Bb + g * s_Bg + n3 * s_Bn + seg0
+        C_row = C_ptr + pid_b * s_Cb + g * s_Cg + n3 * s_Cn + seg0
+        L = L_end - seg0                                                 # steps of this segment
         ck_row = ckpt_ptr + ((pid_b * dim + offs_d[:, None]) * n_chunks) * N + offs_n[None, :]
+        st_off = (st_b * dim + offs_d[:, None]) * N + offs_n[None, :]
         is_last_k = (offs_k == K - 1)[:, None, None, None]
         is_last_r = (offs_r == R - 1)[None, None, :]
 
-        h = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
+        if HAS_H0:
+            h = tl.load(h0_ptr + st_off, mask=mask_dn, other=0.0)
+        else:
+            h = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
+        if SEGMENTED:
+            decay = tl.full((BLOCK_D, BLOCK_N), 1.0, tl.float32)
         if PREFETCH:
             # Inputs of the next chunk are loaded one iteration ahead, so that their latency hides behind the
             # current chunk's arithmetic.
@@ -514,17 +538,22 @@ if triton is not None:
             Ea, Eb, Ta, Tb = tl.associative_scan((tl.full(Pr.shape, 1.0, tl.float32),
                                                   tl.zeros(Pr.shape, tl.float32), Pr, Sr), 2, _combine_excl)
             h3 = h[:, :, None]
-            start = Ea * h3 + Eb                                         # state before each run
-            hs = P * start[None, :, :, :] + S
-            y = tl.sum(hs * Cc[:, None, :, :], axis=2)                   # (K, D, R)
             h = tl.sum(tl.where(is_last_r, Ta * h3 + Tb, 0.0), axis=2)
-            if HAS_D:
-                y += Dv[None, :, None] * u
-            if HAS_Z:
-                zz = z_raw.to(tl.float32)
-                y = y * (zz * tl.sigmoid(zz))
-            tl.store(out_row + t, y.to(out_ptr.dtype.element_ty), mask=m3)
-        tl.store(last_ptr + (pid_b * dim + offs_d[:, None]) * N + offs_n[None, :], h, mask=mask_dn)
+            if SEGMENTED:
+                decay = decay * tl.sum(tl.where(is_last_r, Ta, 0.0), axis=2)
+            if STORE_OUT:
+                start = Ea * h3 + Eb                                     # state before each run
+                hs = P * start[None, :, :, :] + S
+                y = tl.sum(hs * Cc[:, None, :, :], axis=2)               # (K, D, R)
+                if HAS_D:
+                    y += Dv[None, :, None] * u
+                if HAS_Z:
+                    zz = z_raw.to(tl.float32)
+                    y = y * (zz * tl.sigmoid(zz))
+                tl.store(out_row + t, y.to(out_ptr.dtype.element_ty), mask=m3)
+        tl.store(last_ptr + st_off, h, mask=mask_dn)
+        if SEGMENTED:
+            tl.store(decay_ptr + st_off, decay, mask=mask_dn)
 
     @triton.jit
     def _bwd_runs_kernel(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, ckpt_ptr,
@@ -742,11 +771,38 @@ def _empty(shape, dtype, device):
     return torch.empty(shape, dtype=dtype, device=device)
 
 
+def num_segments(batch, dim, groups, dstate, seqlen, store_ckpt, sm_count=132):
+    """How many pieces a forward without autograd splits the sequence into (1 = no split).
+
+    A long sequence on few programs (one 256x256 image: batch 1, L = 65536) leaves most multiprocessors idle while
+    each program walks thousands of chunks in order.  Splitting L into S segments gives S times more programs:
+    pass 1 scans every segment from a zero state and keeps only its last state and total decay; a short loop over
+    segments turns those into each segment's true start state; pass 2 rescans every segment from that state and
+    writes the outputs.  Only the 'runs' kernels, only without autograd (the backward needs the chunk
+    checkpoints of one pass), and only when the grid has fewer programs than the GPU has multiprocessors; then
+    ``_SEGMENTS`` segments, each of at least 8 chunks.  Measured on an H100 at b=1, L=65536 (docs/benchmarks.md):
+    d=96 N=8 (96 programs) 0.755 -> 0.509 ms with 8 segments, d=120 N=16 (120 programs) 1.214 -> 1.141 ms, but
+    d=384 N=16 (384 programs) 2.196 -> 4.07 ms with 2, which is why the split stops at one program per SM.  ``_CONFIG_OVERRIDE['fwd']['SEGMENTS']`` forces a count (tests, benchmarks).
+    """
+    cfg = launch_config(batch, dim, groups, dstate, seqlen, 'fwd', sm_count)
+    forced = _CONFIG_OVERRIDE.get('fwd', {}).get('SEGMENTS')
+    if store_ckpt or cfg['impl'] != 'runs':
+        return 1
+    n_chunks = -(-seqlen // cfg['BLOCK_L'])
+    if forced:
+        return max(1, min(int(forced), n_chunks))
+    programs = batch * groups * cfg['n_dblk']
+    if programs >= sm_count:
+        return 1
+    return max(1, min(_SEGMENTS, n_chunks // 8))
+
+
 def _fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt):
     batch, dim, seqlen = u.shape
     dstate = A.shape[1]
     groups = B4.shape[1]
-    cfg = launch_config(batch, dim, groups, dstate, seqlen, 'fwd', _sm_count(u.device))
+    sm = _sm_count(u.device)
+    cfg = launch_config(batch, dim, groups, dstate, seqlen, 'fwd', sm)
     n_chunks = -(-seqlen // cfg['BLOCK_L'])
     out = _empty((batch, dim, seqlen), u.dtype, u.device)
     last = _empty((batch, dim, dstate), torch.float32, u.device)
@@ -754,21 +810,43 @@ def _fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt):
             else torch.empty(1, dtype=torch.float32, device=u.device))
     dummy = u
     zz = z if z is not None else dummy
-    if cfg['impl'] == 'runs':
-        kernel, tile = _fwd_runs_kernel, dict(K=cfg['K'], R=cfg['R'], PREFETCH=cfg['PREFETCH'])
-    else:
-        kernel, tile = _fwd_kernel, dict(BLOCK_L=cfg['BLOCK_L'])
-    kernel[cfg['grid']](
-        u, delta, A, B4, C4, D if D is not None else dummy, zz,
-        delta_bias if delta_bias is not None else dummy,
-        out, last, ckpt,
-        dim, seqlen, dstate, dim // groups, cfg['n_dblk'], n_chunks,
-        u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), A.stride(0), A.stride(1),
-        B4.stride(0), B4.stride(1), B4.stride(2), C4.stride(0), C4.stride(1), C4.stride(2),
-        zz.stride(0), zz.stride(1), out.stride(0), out.stride(1),
-        HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-        SOFTPLUS=bool(delta_softplus), STORE_CKPT=bool(store_ckpt),
-        BLOCK_D=cfg['BLOCK_D'], BLOCK_N=cfg['BLOCK_N'], num_warps=cfg['num_warps'], **tile)
+    args = (u, delta, A, B4, C4, D if D is not None else dummy, zz, delta_bias if delta_bias is not None else dummy)
+    strides = (u.stride(0), u.stride(1), delta.stride(0), delta.stride(1), A.stride(0), A.stride(1),
+               B4.stride(0), B4.stride(1), B4.stride(2), C4.stride(0), C4.stride(1), C4.stride(2),
+               zz.stride(0), zz.stride(1), out.stride(0), out.stride(1))
+    flags = dict(HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+                 SOFTPLUS=bool(delta_softplus), STORE_CKPT=bool(store_ckpt), BLOCK_D=cfg['BLOCK_D'],
+                 BLOCK_N=cfg['BLOCK_N'], num_warps=cfg['num_warps'])
+    if cfg['impl'] != 'runs':
+        _fwd_kernel[cfg['grid']](*args, out, last, ckpt, dim, seqlen, dstate, dim // groups, cfg['n_dblk'],
+                                 n_chunks, *strides, BLOCK_L=cfg['BLOCK_L'], **flags)
+        return out, last, ckpt
+    tile = dict(K=cfg['K'], R=cfg['R'], PREFETCH=cfg['PREFETCH'])
+    n_seg = num_segments(batch, dim, groups, dstate, seqlen, store_ckpt, sm)
+    if n_seg == 1:
+        _fwd_runs_kernel[cfg['grid']](*args, out, last, ckpt, dummy, dummy, dim, seqlen, dstate, dim // groups,
+                                      cfg['n_dblk'], n_chunks, seqlen, *strides, SEGMENTED=False, HAS_H0=False,
+                                      STORE_OUT=True, **tile, **flags)
+        return out, last, ckpt
+    seg_chunks = -(-n_chunks // n_seg)
+    seg_len = seg_chunks * cfg['BLOCK_L']
+    n_seg = -(-seqlen // seg_len)                        # no empty trailing segment
+    grid = cfg['grid'] + (n_seg,)
+    seg_last = torch.empty((batch, n_seg, dim, dstate), dtype=torch.float32, device=u.device)
+    seg_decay = torch.empty_like(seg_last)
+    # Pass 1: every segment from a zero state; only its last state and total decay are kept.
+    _fwd_runs_kernel[grid](*args, out, seg_last, ckpt, dummy, seg_decay, dim, seqlen, dstate, dim // groups,
+                           cfg['n_dblk'], seg_chunks, seg_len, *strides, SEGMENTED=True, HAS_H0=False,
+                           STORE_OUT=False, **tile, **flags)
+    # Start state of each segment: h_start[s] = decay[s-1] * h_start[s-1] + last[s-1], h_start[0] = 0.
+    h0 = torch.zeros_like(seg_last)
+    for i in range(1, n_seg):
+        torch.addcmul(seg_last[:, i - 1], seg_decay[:, i - 1], h0[:, i - 1], out=h0[:, i])
+    # Pass 2: every segment from its true start state, writing the outputs; the last segment's state is the scan's.
+    _fwd_runs_kernel[grid](*args, out, seg_last, ckpt, h0, seg_decay, dim, seqlen, dstate, dim // groups,
+                           cfg['n_dblk'], seg_chunks, seg_len, *strides, SEGMENTED=True, HAS_H0=True,
+                           STORE_OUT=True, **tile, **flags)
+    last.copy_(seg_last[:, -1])
     return out, last, ckpt
 
 
