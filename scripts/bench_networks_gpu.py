@@ -491,33 +491,29 @@ def main():
                 save()
 
     # ------------------------------------------------------------------ tables
+    def rows(section, key):
+        """(network, mode, result, speed-up vs ref) for every measured row of a section."""
+        for name in args.nets:
+            per_mode = results[section].get(name, {})
+            ref = per_mode.get('ref', {})
+            for mode in args.modes:
+                r = per_mode.get(mode)
+                if r and 'error' not in r:
+                    yield name, mode, r, (ref[key] / r[key] if key in ref else None)
+
     log('\n## Training step (x2, LR 64x64; median ms, images/s, peak allocated GB, GPU busy fraction)')
     log('| network | batch | mode | step ms | img/s | peak GB | busy | speed-up vs ref | official (issue) |')
     log('| --- | --- | --- | --- | --- | --- | --- | --- | --- |')
-    for name in args.nets:
-        rows = results['train'].get(name, {})
-        ref = rows.get('ref', {})
-        for mode in args.modes:
-            r = rows.get(mode)
-            if not r or 'error' in r:
-                continue
-            sp = ref['step_ms'] / r['step_ms'] if 'step_ms' in ref else None
-            o = OFFICIAL[name]
-            log(f"| {name} | {NETS[name][2]} | {mode} | {r['step_ms']:.1f} | {r['img_s']:.1f} | {r['peak_gb']:.2f} | "
-                f"{fmt(r['busy'], '.2f')} | {fmt(sp, '.2f')} | {o['step_ms']} ms, {o['peak_gb']} GB |")
+    for name, mode, r, sp in rows('train', 'step_ms'):
+        o = OFFICIAL[name]
+        log(f"| {name} | {NETS[name][2]} | {mode} | {r['step_ms']:.1f} | {r['img_s']:.1f} | {r['peak_gb']:.2f} | "
+            f"{fmt(r['busy'], '.2f')} | {fmt(sp, '.2f')} | {o['step_ms']} ms, {o['peak_gb']} GB |")
     log('\n## Inference, one LR 256x256 image (median ms; max |output - ref output|)')
     log('| network | mode | ms | speed-up vs ref | max abs diff | official (issue) |')
     log('| --- | --- | --- | --- | --- | --- |')
-    for name in args.nets:
-        rows = results['infer'].get(name, {})
-        ref = rows.get('ref', {})
-        for mode in args.modes:
-            r = rows.get(mode)
-            if not r or 'error' in r:
-                continue
-            sp = ref['infer_ms'] / r['infer_ms'] if 'infer_ms' in ref else None
-            log(f"| {name} | {mode} | {r['infer_ms']:.1f} | {fmt(sp, '.2f')} | {fmt(r.get('max_abs_diff'), '.1e')} | "
-                f"{OFFICIAL[name]['infer_ms']} ms |")
+    for name, mode, r, sp in rows('infer', 'infer_ms'):
+        log(f"| {name} | {mode} | {r['infer_ms']:.1f} | {fmt(sp, '.2f')} | {fmt(r.get('max_abs_diff'), '.1e')} | "
+            f"{OFFICIAL[name]['infer_ms']} ms |")
     if results['curves']:
         log(f'\n## Loss curves ({args.curve_steps} steps, same batches; mean L1 of the last 50 steps)')
         log('| network | run | mean L1, last 50 | diff vs ref seed 0 |')
