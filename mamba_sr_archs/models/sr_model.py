@@ -44,6 +44,7 @@ class MambaSRModel(SRModel):
         self.scale = opt.get('scale', 1)
         self._nonfinite_steps = 0
         self._graph = None
+        self._use_graph, self._autocast_dtype = False, None
         if self.is_train:
             self._setup_speed_options(opt['train'])
 
@@ -120,6 +121,7 @@ class MambaSRModel(SRModel):
         graph's memory pool: every replay overwrites ``param.grad`` in place (no accumulation), which is what the
         optimizer then reads.  Three warm-up passes run on a side stream first, as CUDA graph capture requires.
         """
+        fed_gt = self.gt
         static_lq, static_gt = self.lq.clone(), self.gt.clone()
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
@@ -134,6 +136,7 @@ class MambaSRModel(SRModel):
         with torch.cuda.graph(graph):
             l_total, loss_dict = self._forward_loss(static_lq, static_gt)
             l_total.backward()
+        self.gt = fed_gt  # _forward_loss pointed it at the static buffer
         self._graph = dict(graph=graph, lq=static_lq, gt=static_gt, output=self.output, loss=l_total,
                            loss_dict=loss_dict, shapes=(tuple(self.lq.shape), tuple(self.gt.shape)))
         get_root_logger().info(f'CUDA graph captured for lq {tuple(self.lq.shape)}, gt {tuple(self.gt.shape)}.')
