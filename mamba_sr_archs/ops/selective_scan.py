@@ -226,7 +226,9 @@ def _decays(delta, A, out):
     """
     torch.mul(delta.unsqueeze(-2), A.unsqueeze(-1), out=out)
     limit = 600.0 if out.dtype == torch.float64 else 60.0
-    if float(delta.abs().amax()) * float(A.abs().amax()) > limit:  # small tensors: cheap test, skips a full pass
+    # Eagerly a cheap test on small tensors skips the full pass when no decay is that small; torch.compile always
+    # thresholds (the test would be a host sync and break the graph; the pass fuses into the exp there).
+    if torch.compiler.is_compiling() or float(delta.abs().amax()) * float(A.abs().amax()) > limit:
         F.threshold(out, -limit, -math.inf, inplace=True)
     return out.exp_()
 
@@ -256,66 +258,148 @@ def _group_sum_with(full, v, g, buf):
     return _grouped(buf, g).sum(3)
 
 
-class _ChunkedScanFn(torch.autograd.Function):
-    """(y, last_state) for h_t = exp(delta_t A) h_{t-1} + delta_t u_t B_t, y_t = C_t . h_t; explicit backward.
+def _chunked_forward(u, delta, A, B, C, chunk, keep_states):
+    """(y, last_state, h): the chunked scan of u, delta (b, d, l), A (d, n), B, C (b, g, n, l) in the compute dtype.
 
-    Inputs in the compute dtype: u, delta (b, d, l); A (d, n); B, C (b, g, n, l).  When gradients are needed the
-    forward keeps the states h (one tensor of b*d*n*l elements; the sequential reference under autograd keeps
-    several); the backward solves the adjoint recurrence with the reversed scan and uses two more such tensors.
+    h, the states (one tensor of b*d*n*l elements, the sequential reference under autograd keeps several), is kept
+    for the backward when ``keep_states``, else None.
     """
+    b, d, length = u.shape
+    ch = _Chunks(length, chunk)
+    buf = u.new_empty(ch.chunk, b, d, A.shape[1], ch.nchunks)
+    delta_c = ch.split(delta)
+    a = _decays(delta_c, A, buf)
+    h = _outer(ch.split(delta * u), ch.split(B), torch.empty_like(buf))
+    last = _chunk_scan_(a, h, delta_c.cumsum(0), A)
+    y = ch.merge(_sum_n_with(h, ch.split(C), buf))
+    return y, last, (h if keep_states else None)
+
+
+def _chunked_backward(gy, glast, u, delta, A, B, C, h, chunk, need):
+    """Gradients (du, ddelta, dA, dB, dC) of :func:`_chunked_forward`; ``need`` says which (others are None).
+
+    The adjoint recurrence dh_p = gy_p C_p + exp(delta_{p+1} A) dh_{p+1} is solved with the same chunked scan,
+    reversed in time, using two more tensors the size of h (h itself is only read).
+    """
+    ch = _Chunks(u.shape[-1], chunk)
+    gB, gC = B.shape[1], C.shape[1]
+    gy_c = ch.split(gy.to(u.dtype) if gy is not None else torch.zeros_like(u))
+    Bc, Cc = ch.split(B), ch.split(C)
+    delta_c, u_c = ch.split(delta), ch.split(u)
+    delta_u_c = delta_c * u_c
+    buf = torch.empty_like(h)
+
+    dC = ch.merge(_group_sum_with(h, gy_c, gC, buf)) if need[4] else None
+
+    # adjoint: dh_p = gy_p C_p + exp(delta_{p+1} A) dh_{p+1}, plus the last state's gradient at p = L-1
+    dh = _outer(gy_c, Cc, torch.empty_like(h))
+    if glast is not None:
+        t, c = ch.position(ch.length - 1)
+        dh[t, ..., c] += glast.to(dh.dtype)
+    delta_next = ch.split(F.pad(delta[..., 1:], (0, 1)))
+    _chunk_scan_(_decays(delta_next, A, buf), dh, delta_next.flip(0).cumsum(0).flip(0), A, reverse=True)
+
+    s = _sum_n_with(dh, Bc, buf)  # sum_n dh B: feeds du and one part of d delta
+    du = ch.merge(s * delta_c) if need[0] else None
+    dB = ch.merge(_group_sum_with(dh, delta_u_c, gB, buf)) if need[3] else None
+    ddelta = dA = None
+    if need[1] or need[2]:
+        # m = dh_p * exp(delta_p A) h_{p-1} = dh_p * (h_p - delta_p u_p B_p): the gradient of log-decay delta_p A
+        m = torch.sub(h, _outer(delta_u_c, Bc, buf), out=buf).mul_(dh)
+        scratch = dh
+        if need[1]:
+            torch.mul(m, A.unsqueeze(-1), out=scratch)
+            ddelta = ch.merge(s * u_c + scratch.sum(-2))
+        if need[2]:
+            torch.mul(m, delta_c.unsqueeze(-2), out=scratch)
+            dA = scratch.sum((0, 1, 4))
+    return du, ddelta, dA, dB, dC
+
+
+class _ChunkedScanFn(torch.autograd.Function):
+    """(y, last_state) of the chunked scan with its explicit backward (eager path; see :func:`_chunked_forward`)."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, chunk):
         ctx.set_materialize_grads(False)
-        b, d, length = u.shape
-        ch = _Chunks(length, chunk)
-        buf = u.new_empty(ch.chunk, b, d, A.shape[1], ch.nchunks)
-        delta_c = ch.split(delta)
-        a = _decays(delta_c, A, buf)
-        h = _outer(ch.split(delta * u), ch.split(B), torch.empty_like(buf))
-        last = _chunk_scan_(a, h, delta_c.cumsum(0), A)
-        y = ch.merge(_sum_n_with(h, ch.split(C), buf))
+        y, last, h = _chunked_forward(u, delta, A, B, C, chunk, any(ctx.needs_input_grad))
         ctx.chunk = chunk
-        ctx.save_for_backward(u, delta, A, B, C, h if any(ctx.needs_input_grad) else None)
+        ctx.save_for_backward(u, delta, A, B, C, h)
         return y, last
 
     @staticmethod
     def backward(ctx, gy, glast):
         u, delta, A, B, C, h = ctx.saved_tensors  # h is read only (the graph may be run backward again)
-        need = ctx.needs_input_grad
-        ch = _Chunks(u.shape[-1], ctx.chunk)
-        gB, gC = B.shape[1], C.shape[1]
-        gy_c = ch.split(gy.to(u.dtype) if gy is not None else torch.zeros_like(u))
-        Bc, Cc = ch.split(B), ch.split(C)
-        delta_c, u_c = ch.split(delta), ch.split(u)
-        delta_u_c = delta_c * u_c
-        buf = torch.empty_like(h)
+        return _chunked_backward(gy, glast, u, delta, A, B, C, h, ctx.chunk, ctx.needs_input_grad) + (None,)
 
-        dC = ch.merge(_group_sum_with(h, gy_c, gC, buf)) if need[4] else None
 
-        # adjoint: dh_p = gy_p C_p + exp(delta_{p+1} A) dh_{p+1}, plus the last state's gradient at p = L-1
-        dh = _outer(gy_c, Cc, torch.empty_like(h))
-        if glast is not None:
-            t, c = ch.position(ch.length - 1)
-            dh[t, ..., c] += glast.to(dh.dtype)
-        delta_next = ch.split(F.pad(delta[..., 1:], (0, 1)))
-        _chunk_scan_(_decays(delta_next, A, buf), dh, delta_next.flip(0).cumsum(0).flip(0), A, reverse=True)
+# Under torch.compile the chunked scan runs as two registered custom ops (fake shapes + autograd): the compiler keeps
+# it as one opaque node instead of tracing its in-place, strided buffer arithmetic (which AOT autograd's
+# functionalisation does not reproduce: a traced backward failed with a view/stride error).
+_custom_op = getattr(getattr(torch, 'library', None), 'custom_op', None)
 
-        s = _sum_n_with(dh, Bc, buf)  # sum_n dh B: feeds du and one part of d delta
-        du = ch.merge(s * delta_c) if need[0] else None
-        dB = ch.merge(_group_sum_with(dh, delta_u_c, gB, buf)) if need[3] else None
-        ddelta = dA = None
-        if need[1] or need[2]:
-            # m = dh_p * exp(delta_p A) h_{p-1} = dh_p * (h_p - delta_p u_p B_p): the gradient of log-decay delta_p A
-            m = torch.sub(h, _outer(delta_u_c, Bc, buf), out=buf).mul_(dh)
-            scratch = dh
-            if need[1]:
-                torch.mul(m, A.unsqueeze(-1), out=scratch)
-                ddelta = ch.merge(s * u_c + scratch.sum(-2))
-            if need[2]:
-                torch.mul(m, delta_c.unsqueeze(-2), out=scratch)
-                dA = scratch.sum((0, 1, 4))
-        return du, ddelta, dA, dB, dC, None
+
+def like_input(grad, x):
+    """``grad`` with the strides ``torch.empty_like(x)`` has (a copy only where they differ).
+
+    Custom ops' gradients come back in their input's layout, in the real and the fake implementation alike: a
+    compiled backward feeds them to ops such as softplus_backward together with the input, and for mixed layouts
+    the fake and the real kernels of such ops can pick different output strides (seen with torch 2.14 on CPU).
+    """
+    target = torch.empty_like(x, dtype=grad.dtype)
+    return grad if grad.stride() == target.stride() else target.copy_(grad)
+
+
+if _custom_op is not None:
+    from typing import List, Tuple
+
+    @_custom_op('mamba_sr_archs::chunked_scan_fwd', mutates_args=())
+    def _chunked_fwd_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                        chunk: int, keep_states: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # Fresh contiguous outputs, as the fake implementation promises (the compiled graph relies on the strides).
+        y, last, h = _chunked_forward(u, delta, A, B, C, chunk, keep_states)
+        return (y.clone(memory_format=torch.contiguous_format), last.contiguous(),
+                h if h is not None else u.new_empty((0,)))
+
+    @_chunked_fwd_op.register_fake
+    def _chunked_fwd_fake(u, delta, A, B, C, chunk, keep_states):
+        b, d, length = u.shape
+        ch = _Chunks(length, chunk)
+        h_shape = (ch.chunk, b, d, A.shape[1], ch.nchunks) if keep_states else (0,)
+        return u.new_empty((b, d, length)), u.new_empty((b, d, A.shape[1])), u.new_empty(h_shape)
+
+    @_custom_op('mamba_sr_archs::chunked_scan_bwd', mutates_args=())
+    def _chunked_bwd_op(gy: torch.Tensor, glast: torch.Tensor, u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
+                        B: torch.Tensor, C: torch.Tensor, h: torch.Tensor, chunk: int) -> List[torch.Tensor]:
+        grads = _chunked_backward(gy, glast, u, delta, A, B, C, h, chunk, (True,) * 5)
+        return [like_input(g, x) for g, x in zip(grads, (u, delta, A, B, C))]
+
+    @_chunked_bwd_op.register_fake
+    def _chunked_bwd_fake(gy, glast, u, delta, A, B, C, h, chunk):
+        return [torch.empty_like(x) for x in (u, delta, A, B, C)]
+
+    def _chunked_op_setup(ctx, inputs, output):
+        u, delta, A, B, C, chunk, _ = inputs
+        ctx.save_for_backward(u, delta, A, B, C, output[2])
+        ctx.chunk = chunk
+
+    def _chunked_op_backward(ctx, gy, glast, gh):
+        u, delta, A, B, C, h = ctx.saved_tensors
+        gy = gy if gy is not None else torch.zeros_like(u)
+        glast = glast if glast is not None else u.new_zeros((u.shape[0], u.shape[1], A.shape[1]))
+        du, ddelta, dA, dB, dC = _chunked_bwd_op(gy, glast, u, delta, A, B, C, h, ctx.chunk)
+        return du, ddelta, dA, dB, dC, None, None
+
+    _chunked_fwd_op.register_autograd(_chunked_op_backward, setup_context=_chunked_op_setup)
+
+
+def _chunked_scan(u, delta, A, B, C, chunk):
+    """(y, last_state): the custom op under torch.compile, the autograd.Function eagerly (the same functions)."""
+    if _custom_op is not None and torch.compiler.is_compiling():
+        keep = torch.is_grad_enabled() and any(t.requires_grad for t in (u, delta, A, B, C))
+        y, last, _ = _chunked_fwd_op(u, delta, A, B, C, chunk, keep)
+        return y, last
+    return _ChunkedScanFn.apply(u, delta, A, B, C, chunk)
 
 
 def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
@@ -337,7 +421,7 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
     if length == 0:
         y, last = u_c.new_zeros(batch, dim, 0), u_c.new_zeros(batch, dim, A.shape[1])
     else:
-        y, last = _ChunkedScanFn.apply(u_c, delta, A.to(dtype), Bg, Cg, chunk)
+        y, last = _chunked_scan(u_c, delta, A.to(dtype), Bg, Cg, chunk)
     out = _epilogue(y, u_c, D, z, u.dtype)
     return (out, last) if return_last_state else out
 

@@ -970,6 +970,8 @@ class SelectiveScanTritonFn(torch.autograd.Function):
 # instead of tracing (or breaking the graph at) the Python launch code.  Eager calls keep the autograd.Function.
 # ---------------------------------------------------------------------------------------------------------------
 _custom_op = getattr(getattr(torch, 'library', None), 'custom_op', None)
+if _custom_op is not None:
+    from .selective_scan import like_input
 # Tests set this to run the custom-op path eagerly.
 _FORCE_CUSTOM_OP = False
 
@@ -996,18 +998,20 @@ if _custom_op is not None:
                      C4: torch.Tensor, D: Optional[torch.Tensor], z: Optional[torch.Tensor],
                      delta_bias: Optional[torch.Tensor], delta_softplus: bool,
                      ckpt: torch.Tensor) -> List[torch.Tensor]:
+        # Gradients in their inputs' layouts (see selective_scan.like_input), absent ones as empty tensors.
         grads = _bwd(dout, u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, ckpt)
-        return [g if g is not None else u.new_empty((0,)) for g in grads]   # an op returns no None
+        inputs = (u, delta, A, B4, C4, D, z, delta_bias)
+        return [like_input(g, x) if g is not None else u.new_empty((0,)) for g, x in zip(grads, inputs)]
 
     @_scan_bwd_op.register_fake
     def _scan_bwd_fake(dout, u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, ckpt):
-        f32 = dict(dtype=torch.float32)
+        f32 = dict(dtype=torch.float32)   # the kernels' dA, dB, dC, dD, d(delta_bias) are float32
         absent = u.new_empty((0,))
-        return [u.new_empty(u.shape), delta.new_empty(delta.shape), A.new_empty(A.shape, **f32),
-                B4.new_empty(B4.shape, **f32), C4.new_empty(C4.shape, **f32),
-                D.new_empty(D.shape, **f32) if D is not None else absent,
-                z.new_empty(z.shape) if z is not None else absent,
-                delta_bias.new_empty(delta_bias.shape, **f32) if delta_bias is not None else absent]
+        return [torch.empty_like(u), torch.empty_like(delta), torch.empty_like(A, **f32),
+                torch.empty_like(B4, **f32), torch.empty_like(C4, **f32),
+                torch.empty_like(D, **f32) if D is not None else absent,
+                torch.empty_like(z) if z is not None else absent,
+                torch.empty_like(delta_bias, **f32) if delta_bias is not None else absent]
 
     def _scan_op_setup(ctx, inputs, output):
         u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, _ = inputs
