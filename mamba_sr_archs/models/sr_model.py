@@ -13,8 +13,10 @@ checkpointing exactly as BasicSR does them) plus
   ``tf32: true`` (TF32 tensor-core matmuls and convolutions), ``autocast: bf16`` (bf16 autocast for the
   forward; the loss is computed in fp32), ``cuda_graph: true`` (forward, loss and backward captured once in a
   CUDA graph and replayed every iteration, which removes the launch overhead that leaves the GPU idle half of
-  the time; the optimizer step, the non-finite guard and EMA run after the replay as usual).  Fused Adam is
-  BasicSR's own ``optim_g: {type: Adam, fused: true}``.  Measured speed: docs/benchmarks.md.
+  the time; the optimizer step, the non-finite guard and EMA run after the replay as usual), ``compile: true``
+  (or a torch.compile backend name: the training forward runs through ``torch.compile(net_g)``; not yet timed on
+  a GPU).  Fused Adam is BasicSR's own ``optim_g: {type: Adam, fused: true}``.  Measured speed:
+  docs/benchmarks.md.
 """
 import math
 from collections import OrderedDict
@@ -44,7 +46,7 @@ class MambaSRModel(SRModel):
         self.scale = opt.get('scale', 1)
         self._nonfinite_steps = 0
         self._graph = None
-        self._use_graph, self._autocast_dtype = False, None
+        self._use_graph, self._autocast_dtype, self._train_forward = False, None, self.net_g
         if self.is_train:
             self._setup_speed_options(opt['train'])
 
@@ -66,6 +68,13 @@ class MambaSRModel(SRModel):
                 torch.backends.cudnn.allow_tf32 = True
             else:
                 logger.warning('train: tf32 is a CUDA option; ignored on %s.', self.device)
+        backend = train_opt.get('compile')
+        if backend not in (None, False, True) and not isinstance(backend, str):
+            raise ValueError(f'train: compile must be true/false or a torch.compile backend name, got {backend!r}')
+        # The compiled callable shares net_g's parameters; net_g itself stays a plain module, so checkpoints,
+        # EMA and validation see the usual state_dict keys.
+        self._train_forward = self.net_g if not backend else torch.compile(
+            self.net_g, **({} if backend is True else {'backend': backend}))
         self._use_graph = bool(train_opt.get('cuda_graph'))
         if self._use_graph and not on_cuda:
             logger.warning('train: cuda_graph needs a CUDA device; training runs eagerly on %s.', self.device)
@@ -110,7 +119,7 @@ class MambaSRModel(SRModel):
         """net_g(lq) (under autocast when asked) and the losses against gt, in fp32."""
         with torch.autocast(self.device.type, dtype=self._autocast_dtype or torch.bfloat16,
                             enabled=self._autocast_dtype is not None):
-            output = self.net_g(lq)
+            output = self._train_forward(lq)
         self.output, self.gt = output.float(), gt
         return self._loss()
 
