@@ -604,7 +604,6 @@ if triton is not None:
         dBC_row = ((pid_b * G + g) * N + n3) * L
         ck_row = ckpt_ptr + ((pid_b * dim + offs_d[:, None]) * n_chunks) * N + offs_n[None, :]
         is_last_k = (offs_k == K - 1)[:, None, None, None]
-        is_last_r = (offs_r == R - 1)[None, None, :]
         is_first_r = (offs_r == 0)[None, None, :]
 
         carry = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)   # a_t dh_t at the first step of the later chunk
@@ -785,15 +784,19 @@ def num_segments(batch, dim, groups, dstate, seqlen, store_ckpt, sm_count=132):
     d=384 N=16 (384 programs) 2.196 -> 4.07 ms with 2, which is why the split stops at one program per SM.
     ``_CONFIG_OVERRIDE['fwd']['SEGMENTS']`` forces a count (tests, benchmarks).
     """
-    cfg = launch_config(batch, dim, groups, dstate, seqlen, 'fwd', sm_count)
-    forced = _CONFIG_OVERRIDE.get('fwd', {}).get('SEGMENTS')
+    return _segments(launch_config(batch, dim, groups, dstate, seqlen, 'fwd', sm_count), batch, groups, seqlen,
+                     store_ckpt, sm_count)
+
+
+def _segments(cfg, batch, groups, seqlen, store_ckpt, sm_count):
+    """:func:`num_segments` for a forward launch configuration already computed."""
     if store_ckpt or cfg['impl'] != 'runs':
         return 1
     n_chunks = -(-seqlen // cfg['BLOCK_L'])
+    forced = _CONFIG_OVERRIDE.get('fwd', {}).get('SEGMENTS')
     if forced:
         return max(1, min(int(forced), n_chunks))
-    programs = batch * groups * cfg['n_dblk']
-    if programs >= sm_count:
+    if batch * groups * cfg['n_dblk'] >= sm_count:
         return 1
     return max(1, min(_SEGMENTS, n_chunks // 8))
 
@@ -823,7 +826,7 @@ def _fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt):
                                  n_chunks, *strides, BLOCK_L=cfg['BLOCK_L'], **flags)
         return out, last, ckpt
     tile = dict(K=cfg['K'], R=cfg['R'], PREFETCH=cfg['PREFETCH'])
-    n_seg = num_segments(batch, dim, groups, dstate, seqlen, store_ckpt, sm)
+    n_seg = _segments(cfg, batch, groups, seqlen, store_ckpt, sm)
     if n_seg == 1:
         _fwd_runs_kernel[cfg['grid']](*args, out, last, ckpt, dummy, dummy, dim, seqlen, dstate, dim // groups,
                                       cfg['n_dblk'], n_chunks, seqlen, *strides, SEGMENTED=False, HAS_H0=False,
