@@ -55,13 +55,12 @@ class MambaSRModel(SRModel):
         logger = get_root_logger()
         on_cuda = self.device.type == 'cuda'
         autocast = train_opt.get('autocast') or None
-        if autocast not in (None, 'bf16', 'bfloat16', 'fp16', 'float16'):
-            raise ValueError(f"train: autocast must be 'bf16' or 'fp16' (or absent), got {autocast!r}")
-        self._autocast_dtype = None if autocast is None else (
-            torch.bfloat16 if autocast.startswith('b') else torch.float16)
-        if self._autocast_dtype is torch.float16:
+        if autocast in ('fp16', 'float16'):
             # fp16 needs loss scaling, which this model does not do; bf16 has fp32's range and does not.
             raise ValueError("train: autocast 'fp16' would need a GradScaler; use 'bf16'")
+        if autocast not in (None, 'bf16', 'bfloat16'):
+            raise ValueError(f"train: autocast must be 'bf16' or 'fp16' (or absent), got {autocast!r}")
+        self._autocast_dtype = None if autocast is None else torch.bfloat16
         if train_opt.get('tf32'):
             if on_cuda:
                 torch.backends.cuda.matmul.allow_tf32 = True
@@ -92,15 +91,15 @@ class MambaSRModel(SRModel):
         if was_training:
             net.train()
 
-    def _loss(self):
+    def _loss(self, gt):
         l_total = 0
         loss_dict = OrderedDict()
         if self.cri_pix:
-            l_pix = self.cri_pix(self.output, self.gt)
+            l_pix = self.cri_pix(self.output, gt)
             l_total += l_pix
             loss_dict['l_pix'] = l_pix
         if self.cri_perceptual:
-            l_percep, l_style = self.cri_perceptual(self.output, self.gt)
+            l_percep, l_style = self.cri_perceptual(self.output, gt)
             if l_percep is not None:
                 l_total += l_percep
                 loss_dict['l_percep'] = l_percep
@@ -120,8 +119,8 @@ class MambaSRModel(SRModel):
         with torch.autocast(self.device.type, dtype=self._autocast_dtype or torch.bfloat16,
                             enabled=self._autocast_dtype is not None):
             output = self._train_forward(lq)
-        self.output, self.gt = output.float(), gt
-        return self._loss()
+        self.output = output.float()
+        return self._loss(gt)
 
     def _capture(self):
         """Capture forward + loss + backward for the current lq/gt shapes in a CUDA graph.
@@ -130,7 +129,6 @@ class MambaSRModel(SRModel):
         graph's memory pool: every replay overwrites ``param.grad`` in place (no accumulation), which is what the
         optimizer then reads.  Three warm-up passes run on a side stream first, as CUDA graph capture requires.
         """
-        fed_gt = self.gt
         static_lq, static_gt = self.lq.clone(), self.gt.clone()
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
@@ -145,7 +143,6 @@ class MambaSRModel(SRModel):
         with torch.cuda.graph(graph):
             l_total, loss_dict = self._forward_loss(static_lq, static_gt)
             l_total.backward()
-        self.gt = fed_gt  # _forward_loss pointed it at the static buffer
         self._graph = dict(graph=graph, lq=static_lq, gt=static_gt, output=self.output, loss=l_total,
                            loss_dict=loss_dict, shapes=(tuple(self.lq.shape), tuple(self.gt.shape)))
         get_root_logger().info(f'CUDA graph captured for lq {tuple(self.lq.shape)}, gt {tuple(self.gt.shape)}.')
