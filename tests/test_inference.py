@@ -108,18 +108,22 @@ def test_safetensors_weights_load(tmp_path):
     assert torch.equal(net.c1.weight, net2.c1.weight)
 
 
+def _model_opt(tmp_path, **train):
+    """A training opt dict for build_model: the tiny MambaIRv2 of conftest on CPU, ``train`` keys added."""
+    from conftest import TINY_NET
+    return {'name': 't', 'model_type': 'MambaIRv2Model', 'scale': 2, 'num_gpu': 0, 'is_train': True, 'dist': False,
+            'rank': 0, 'world_size': 1, 'network_g': dict(TINY_NET), 'path': {'models': str(tmp_path)},
+            'train': {'optim_g': {'type': 'Adam', 'lr': 1e-3},
+                      'scheduler': {'type': 'MultiStepLR', 'milestones': [10], 'gamma': 0.5},
+                      'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0}, **train},
+            'val': {}}
+
+
 def test_nonfinite_loss_steps_are_skipped_then_training_stops(tmp_path):
     from basicsr.models import build_model
 
-    from conftest import TINY_NET
     from mamba_sr_archs.models import NonFiniteLossError
-    opt = {'name': 't', 'model_type': 'MambaIRv2Model', 'scale': 2, 'num_gpu': 0, 'is_train': True, 'dist': False,
-           'rank': 0, 'world_size': 1, 'network_g': dict(TINY_NET), 'path': {'models': str(tmp_path)},
-           'train': {'optim_g': {'type': 'Adam', 'lr': 1e-3}, 'scheduler': {'type': 'MultiStepLR', 'milestones': [10],
-                                                                          'gamma': 0.5},
-                     'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0}, 'max_nonfinite_steps': 3},
-           'val': {}}
-    model = build_model(opt)
+    model = build_model(_model_opt(tmp_path, max_nonfinite_steps=3))
     before = {k: v.clone() for k, v in model.net_g.state_dict().items()}
     lq, gt = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 16, 16)
     gt_bad = gt.clone()
@@ -138,19 +142,9 @@ def test_nonfinite_loss_steps_are_skipped_then_training_stops(tmp_path):
         model.optimize_parameters(6)
 
 
-def _speed_opt(tmp_path, **train):
-    from conftest import TINY_NET
-    return {'name': 't', 'model_type': 'MambaIRv2Model', 'scale': 2, 'num_gpu': 0, 'is_train': True, 'dist': False,
-            'rank': 0, 'world_size': 1, 'network_g': dict(TINY_NET), 'path': {'models': str(tmp_path)},
-            'train': {'optim_g': {'type': 'Adam', 'lr': 1e-3},
-                      'scheduler': {'type': 'MultiStepLR', 'milestones': [10], 'gamma': 0.5},
-                      'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0}, **train},
-            'val': {}}
-
-
 def test_bf16_autocast_option_trains_in_bf16_with_fp32_loss(tmp_path, monkeypatch):
     from basicsr.models import build_model
-    model = build_model(_speed_opt(tmp_path, autocast='bf16'))
+    model = build_model(_model_opt(tmp_path, autocast='bf16'))
     seen = []
     model.net_g.conv_first.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
     lq, gt = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 16, 16)
@@ -166,10 +160,10 @@ def test_bf16_autocast_option_trains_in_bf16_with_fp32_loss(tmp_path, monkeypatc
 def test_speed_options_reject_bad_values_and_fall_back_on_cpu(tmp_path):
     from basicsr.models import build_model
     with pytest.raises(ValueError, match="autocast must be 'bf16'"):
-        build_model(_speed_opt(tmp_path, autocast='int8'))
+        build_model(_model_opt(tmp_path, autocast='int8'))
     with pytest.raises(ValueError, match='GradScaler'):
-        build_model(_speed_opt(tmp_path, autocast='fp16'))
-    model = build_model(_speed_opt(tmp_path, cuda_graph=True, tf32=True))   # CPU: warned, eager training
+        build_model(_model_opt(tmp_path, autocast='fp16'))
+    model = build_model(_model_opt(tmp_path, cuda_graph=True, tf32=True))   # CPU: warned, eager training
     assert model._use_graph is False
     model.feed_data({'lq': torch.rand(1, 3, 8, 8), 'gt': torch.rand(1, 3, 16, 16)})
     model.optimize_parameters(1)
@@ -187,7 +181,7 @@ def test_cuda_graph_training_matches_eager(tmp_path):
     models = []
     for graph in (False, True):
         torch.manual_seed(0)
-        opt = _speed_opt(tmp_path, cuda_graph=graph)
+        opt = _model_opt(tmp_path, cuda_graph=graph)
         opt.update(num_gpu=1, network_g=net, model_type='MMAModel')
         opt['train']['optim_g'] = {'type': 'Adam', 'lr': 1e-3, 'fused': True}
         models.append(build_model(opt))
@@ -210,7 +204,7 @@ def test_compile_option_trains_like_eager(tmp_path):
     models = []
     for backend in (None, 'aot_eager'):
         torch.manual_seed(0)
-        opt = _speed_opt(tmp_path, compile=backend)
+        opt = _model_opt(tmp_path, compile=backend)
         opt['network_g'] = dict(type='MMA', num_in_ch=3, num_out_ch=3, num_feat=32, num_block=1, upscale=2,
                                 img_range=1.)
         opt['model_type'] = 'MMAModel'
@@ -227,4 +221,4 @@ def test_compile_option_trains_like_eager(tmp_path):
     for k in sd0:
         torch.testing.assert_close(sd1[k], sd0[k], rtol=1e-5, atol=1e-6, msg=k)
     with pytest.raises(ValueError, match='compile must be'):
-        build_model(_speed_opt(tmp_path, compile=3))
+        build_model(_model_opt(tmp_path, compile=3))
