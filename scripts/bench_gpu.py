@@ -37,6 +37,25 @@ from mamba_sr_archs.ops import triton_scan as ts  # noqa: E402
 LOG_LINES = []
 
 
+def write_results(out_dir, results):
+    """results.json (every number) and log.txt (the printed tables) into ``out_dir``."""
+    with open(os.path.join(out_dir, 'results.json'), 'w') as f:
+        json.dump(results, f, indent=1, default=str)
+    with open(os.path.join(out_dir, 'log.txt'), 'w') as f:
+        f.write('\n'.join(LOG_LINES) + '\n')
+
+
+def guarded(name, fn, after=None):
+    """Run one benchmark section; a failure is logged (with its traceback) and the next section still runs."""
+    try:
+        fn()
+    except Exception as exc:
+        log(f'{name} failed: {exc!r}')
+        traceback.print_exc()
+    if after is not None:
+        after()
+
+
 def log(*args):
     line = ' '.join(str(a) for a in args)
     LOG_LINES.append(line)
@@ -526,33 +545,14 @@ def main():
     log(f'device-to-device copy bandwidth (read+write): {bw / 1e9:.0f} GB/s')
 
     def save():
-        with open(os.path.join(args.out, 'results.json'), 'w') as f:
-            json.dump(results, f, indent=1, default=str)
-        with open(os.path.join(args.out, 'log.txt'), 'w') as f:
-            f.write('\n'.join(LOG_LINES) + '\n')
+        write_results(args.out, results)
 
     if not args.skip_grid:
-        try:
-            section_grid(results)
-        except Exception as exc:
-            log(f'grid section failed: {exc!r}')
-            traceback.print_exc()
-        save()
-
+        guarded('grid section', lambda: section_grid(results), save)
     if not args.skip_timing:
-        try:
-            section_timing(results, bw)
-        except Exception as exc:
-            log(f'timing section failed: {exc!r}')
-            traceback.print_exc()
-        save()
+        guarded('timing section', lambda: section_timing(results, bw), save)
     if args.segments:
-        try:
-            section_segments(results)
-        except Exception as exc:
-            log(f'segment section failed: {exc!r}')
-            traceback.print_exc()
-        save()
+        guarded('segment section', lambda: section_segments(results), save)
     if args.compare_lanes and not args.skip_timing:
         for impl in ('lanes', 'runs'):
             ts._IMPL = impl
@@ -566,15 +566,9 @@ def main():
             save()
 
     def sweep():
-        if args.skip_sweep:
-            return
-        try:
-            section_sweep(results, t_start + args.sweep_until,
-                          (torch.float32, torch.bfloat16) if args.sweep_bf16 else (torch.float32,))
-        except Exception as exc:
-            log(f'sweep section failed: {exc!r}')
-            traceback.print_exc()
-        save()
+        if not args.skip_sweep:
+            dtypes = (torch.float32, torch.bfloat16) if args.sweep_bf16 else (torch.float32,)
+            guarded('sweep section', lambda: section_sweep(results, t_start + args.sweep_until, dtypes), save)
 
     if not args.sweep_after_mamba:
         sweep()
@@ -589,13 +583,11 @@ def main():
         results['mamba_build_done_at_s'] = time.time() - t_start
         tail = open(os.path.join(args.mamba_build_dir, 'build.log')).read()[-1500:]
         if proc.returncode == 0:
-            try:
+            def mamba_sections():
                 mamba_fn = make_mamba_fn(load_mamba(args.mamba_src, args.mamba_build_dir))
                 section_mamba_check(mamba_fn, results)
                 section_timing(results, bw, mamba_fn, triton_impl=False, key='timing_mamba')
-            except Exception as exc:
-                log(f'mamba_ssm load/check/timing failed: {exc!r}')
-                traceback.print_exc()
+            guarded('mamba_ssm load/check/timing', mamba_sections)
         else:
             log(f'mamba_ssm build failed or timed out (rc={proc.returncode}); log tail:\n{tail}')
     if args.sweep_after_mamba:

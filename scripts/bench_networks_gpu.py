@@ -28,7 +28,6 @@ Usage (on a CUDA machine, repository root):
     python scripts/bench_networks_gpu.py --nets MMA-B --modes ref tf32-triton-graph --steps 20
 """
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -48,6 +47,7 @@ from mamba_sr_archs.archs.mma_arch import MMA  # noqa: E402
 from mamba_sr_archs.archs.mpsi_arch import MPSI  # noqa: E402
 from mamba_sr_archs.infer import PRESETS  # noqa: E402
 import mamba_sr_archs.ops.selective_scan  # noqa: E402,F401  (the module; ops re-exports the function)
+from bench_gpu import log, write_results  # noqa: E402  (one logger and writer for both GPU benchmarks)
 
 ss = sys.modules['mamba_sr_archs.ops.selective_scan']
 
@@ -81,13 +81,6 @@ MODES = {
                                     triton_override={'fwd': {'SEGMENTS': 1}}),
 }
 SCALE = 2
-LOG_LINES = []
-
-
-def log(*args):
-    line = ' '.join(str(a) for a in args)
-    LOG_LINES.append(line)
-    print(line, flush=True)
 
 
 # --------------------------------------------------------------------------------------------------- set-up
@@ -174,6 +167,23 @@ class BatchSource:
 
 # --------------------------------------------------------------------------------------------------- training
 
+def capture_graph(fn, warmup, before_capture=None):
+    """(graph, fn's output inside it): ``warmup`` calls on a side stream (as CUDA graph capture requires), then
+    ``before_capture()``, then one captured call."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    if before_capture is not None:
+        before_capture()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+    return graph, out
+
+
 class Trainer:
     """One training step (forward, L1 loss, backward, Adam), eager or captured whole in a CUDA graph."""
 
@@ -193,20 +203,17 @@ class Trainer:
         self.opt.step()
         return loss
 
-    def capture(self, warmup=3):
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(warmup):
-                self.opt.zero_grad(set_to_none=True)
-                self._step()
-        torch.cuda.current_stream().wait_stream(side)
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        self.graph = torch.cuda.CUDAGraph()
+    def _fresh_step(self):
+        # Gradients set to None first: inside the graph the backward then allocates them in the graph's pool and
+        # every replay overwrites them (no accumulation).
         self.opt.zero_grad(set_to_none=True)
-        with torch.cuda.graph(self.graph):
-            self.static_loss = self._step()
+        return self._step()
+
+    def capture(self, warmup=3):
+        def reset_peak():   # after the warm-up, before the capture allocates the graph's pool
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        self.graph, self.static_loss = capture_graph(self._fresh_step, warmup, reset_peak)
 
     def step(self, lr, hr):
         self.lr.copy_(lr)
@@ -214,8 +221,7 @@ class Trainer:
         if self.graph is not None:
             self.graph.replay()
             return self.static_loss
-        self.opt.zero_grad(set_to_none=True)
-        return self._step()
+        return self._fresh_step()
 
 
 def busy_fraction(fn, steps=5):
@@ -288,7 +294,8 @@ def loss_curve(name, mode, steps, seed):
     cfg = apply_mode(mode)
     batch = NETS[name][2]
     net = build_net(name, seed=seed)
-    src = BatchSource(synthetic_bank(), batch, seed=0)
+    bank = synthetic_bank()
+    src = BatchSource(bank, batch, seed=0)
     tr = Trainer(net, cfg, batch)
     losses = []
     if cfg['graph']:
@@ -305,7 +312,7 @@ def loss_curve(name, mode, steps, seed):
             for k, v in st.items():
                 if torch.is_tensor(v):
                     v.zero_()
-        src = BatchSource(synthetic_bank(), batch, seed=0)
+        src = BatchSource(bank, batch, seed=0)
     for _ in range(steps):
         lr, hr = src.next()
         losses.append(tr.step(lr, hr).detach().clone())
@@ -317,7 +324,7 @@ def loss_curve(name, mode, steps, seed):
 
 # --------------------------------------------------------------------------------------------------- inference
 
-def bench_infer(name, mode, iters, ref_out=None):
+def bench_infer(name, mode, iters):
     cfg = apply_mode(mode)
     net = build_net(name).eval()
     net_fwd = torch.compile(net) if cfg.get('compile') else net
@@ -330,24 +337,14 @@ def bench_infer(name, mode, iters, ref_out=None):
     out = fwd()
     torch.cuda.synchronize()
     if cfg['graph']:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            fwd()
-        torch.cuda.current_stream().wait_stream(side)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            static_out = fwd()
+        g, out = capture_graph(fwd, 1)
         run = g.replay
         g.replay()
-        out = static_out
     else:
         run = fwd
     ms = cuda_time_ms(run, iters)
     out = out.float().clone()
-    res = dict(infer_ms=ms)
-    if ref_out is not None:
-        res['max_abs_diff'] = float((out - ref_out).abs().max())
+    res = dict(infer_ms=ms)   # the difference from the reference output is added by main()
     del net
     torch.cuda.empty_cache()
     return res, out
@@ -396,10 +393,7 @@ def main():
     log(f'GPU {props.name}, torch {torch.__version__}, triton {triton.__version__}, CUDA {torch.version.cuda}')
 
     def save():
-        with open(os.path.join(args.out, 'results.json'), 'w') as f:
-            json.dump(results, f, indent=1)
-        with open(os.path.join(args.out, 'log.txt'), 'w') as f:
-            f.write('\n'.join(LOG_LINES) + '\n')
+        write_results(args.out, results)
 
     def mamba_ready():
         nonlocal build
