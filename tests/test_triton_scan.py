@@ -263,12 +263,12 @@ for grouped in (False, True):
     w = torch.randn(b, d, L)
     res = []
     for force in (False, True):           # autograd.Function path, then the custom-op path, eagerly
-        ts._FORCE_CUSTOM_OP = force
+        ts._SCAN.force_custom_op = force
         t = [x.clone().requires_grad_() for x in ins]
         y, last = ts.selective_scan_triton(*t, delta_softplus=True, return_last_state=True)
         (y * w).sum().backward()
         res.append([y, last] + [x.grad for x in t])
-    ts._FORCE_CUSTOM_OP = False
+    ts._SCAN.force_custom_op = False
     for a, c in zip(*res):
         assert a.shape == c.shape and torch.allclose(a, c, rtol=1e-5, atol=1e-6), (a - c).abs().max()
 # the registered op passes PyTorch's own checks (schema, fake tensors, autograd registration)

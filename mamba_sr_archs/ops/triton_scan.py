@@ -45,8 +45,11 @@ compute a_{t+1} with a second exp.  They remain faster at the batched N = 16 / 3
 The module imports on machines without Triton or CUDA; only calling the scan needs them.
 """
 import os
+import sys
 
 import torch
+
+from ._kernel_scan import KernelScan, last_contig as _last_contig
 
 try:  # Triton is optional: CPU-only installs import this module and never call it.
     import triton
@@ -751,19 +754,6 @@ def _check_ready(u):
                            f'{u.device}. Use the PyTorch backend for CPU tensors.')
 
 
-def _last_contig(x):
-    return x if x is None or x.stride(-1) == 1 else x.contiguous()
-
-
-def _as_grouped(x, name, batch, seqlen):
-    if x.dim() == 3:
-        x = x.unsqueeze(1)
-    if x.dim() != 4 or x.shape[0] != batch or x.shape[-1] != seqlen:
-        raise ValueError(f'{name} must be (b, N, L) or (b, G, N, L) with b={batch}, L={seqlen}; '
-                         f'got {tuple(x.shape)}')
-    return _last_contig(x)
-
-
 def _empty(shape, dtype, device):
     if _POISON_OUTPUTS:
         return torch.full(shape, float('nan'), dtype=dtype, device=device)
@@ -894,152 +884,15 @@ def _bwd(dout, u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, ckpt):
     return du, ddelta, dA, dB, dC, dD, dz, dbias
 
 
-def _prepare_inputs(u, delta, A, B, C, D, z, delta_bias):
-    """Check shapes; B/C as (b, G, N, L) with one group count; unit stride along L.
-
-    Returns (u, delta, B4, C4, D, z, delta_bias).  Only differentiable view/copy ops, so the custom-op path can
-    call it outside the op and let autograd carry the B/C gradients back through it.
-    """
-    _check_ready(u)
-    if u.dim() != 3 or delta.shape != u.shape:
-        raise ValueError(f'u and delta must both be (b, d, L); got {tuple(u.shape)} and {tuple(delta.shape)}')
-    if A.is_complex():
-        raise NotImplementedError('selective_scan_triton supports real A only')
-    batch, dim, seqlen = u.shape
-    if A.dim() != 2 or A.shape[0] != dim:
-        raise ValueError(f'A must be (d, N) with d={dim}; got {tuple(A.shape)}')
-    dstate = A.shape[1]
-    if dstate > MAX_DSTATE:
-        raise ValueError(f'selective_scan_triton supports N <= {MAX_DSTATE}; got {dstate}')
-    B4 = _as_grouped(B, 'B', batch, seqlen)
-    C4 = _as_grouped(C, 'C', batch, seqlen)
-    for name, t in (('B', B4), ('C', C4)):
-        if t.shape[2] != dstate or dim % t.shape[1] != 0:
-            raise ValueError(f'{name} has shape {tuple(t.shape)}: needs N={dstate} and G dividing d={dim}')
-    if B4.shape[1] != C4.shape[1]:
-        # Different group counts for B and C: run both on the finer grouping.
-        g = max(B4.shape[1], C4.shape[1])
-        B4 = B4.repeat_interleave(g // B4.shape[1], dim=1)
-        C4 = C4.repeat_interleave(g // C4.shape[1], dim=1)
-    u, delta, z = _last_contig(u), _last_contig(delta), _last_contig(z)
-    D = D.contiguous() if D is not None else None
-    delta_bias = delta_bias.contiguous() if delta_bias is not None else None
-    if z is not None and z.shape != u.shape:
-        raise ValueError(f'z must be (b, d, L) like u; got {tuple(z.shape)}')
-    return u, delta, B4, C4, D, z, delta_bias
+def ckpt_shape(batch, dim, groups, dstate, seqlen):
+    """Shape of the state checkpoints the forward stores for the backward."""
+    return (batch, dim, num_chunks(seqlen, dstate, batch, dim), dstate)
 
 
-class SelectiveScanTritonFn(torch.autograd.Function):
-    """Autograd wrapper: Triton forward (with state checkpoints) and Triton backward (eager path)."""
-
-    @staticmethod
-    def forward(ctx, u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                return_last_state=False):
-        B_was_3d, C_was_3d = B.dim() == 3, C.dim() == 3
-        u, delta, B4, C4, D, z, delta_bias = _prepare_inputs(u, delta, A, B, C, D, z, delta_bias)
-        need_grad = any(ctx.needs_input_grad[:8])
-        out, last, ckpt = _fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, need_grad)
-        if need_grad:
-            ctx.save_for_backward(u, delta, A, B4, C4, D, z, delta_bias, ckpt)
-        ctx.meta = (delta_softplus, B_was_3d, C_was_3d, B.shape, C.shape, B.dtype, C.dtype)
-        if return_last_state:
-            ctx.mark_non_differentiable(last)
-            return out, last
-        return out
-
-    @staticmethod
-    def backward(ctx, dout, *unused):
-        u, delta, A, B4, C4, D, z, delta_bias, ckpt = ctx.saved_tensors
-        delta_softplus, B3, C3, B_shape, C_shape, B_dtype, C_dtype = ctx.meta
-        du, ddelta, dA, dB, dC, dD, dz, dbias = _bwd(dout, u, delta, A, B4, C4, D, z, delta_bias,
-                                                     delta_softplus, ckpt)
-
-        def regroup(grad, shape):
-            if grad.shape[1] != (1 if len(shape) == 3 else shape[1]):  # undo a repeat_interleave of groups
-                g0 = 1 if len(shape) == 3 else shape[1]
-                grad = grad.view(grad.shape[0], g0, -1, *grad.shape[2:]).sum(2)
-            return grad.reshape(shape)
-
-        dB = regroup(dB, B_shape).to(B_dtype)
-        dC = regroup(dC, C_shape).to(C_dtype)
-        return (du, ddelta, dA.to(A.dtype), dB, dC,
-                dD.to(D.dtype) if D is not None else None,
-                dz, dbias.to(delta_bias.dtype) if delta_bias is not None else None, None, None)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# torch.compile path: the same kernels as two registered custom ops (mamba_sr_archs::selective_scan_fwd / _bwd) with
-# fake (shape) implementations and autograd, so that torch.compile keeps the scan inside one graph as an opaque node
-# instead of tracing (or breaking the graph at) the Python launch code.  Eager calls keep the autograd.Function.
-# ---------------------------------------------------------------------------------------------------------------
-_custom_op = getattr(getattr(torch, 'library', None), 'custom_op', None)
-if _custom_op is not None:
-    from .selective_scan import like_input
-# Tests set this to run the custom-op path eagerly.
-_FORCE_CUSTOM_OP = False
-
-
-if _custom_op is not None:
-    from typing import List, Optional, Tuple
-
-    @_custom_op('mamba_sr_archs::selective_scan_fwd', mutates_args=())
-    def _scan_fwd_op(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B4: torch.Tensor, C4: torch.Tensor,
-                     D: Optional[torch.Tensor], z: Optional[torch.Tensor], delta_bias: Optional[torch.Tensor],
-                     delta_softplus: bool, store_ckpt: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return _fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt)
-
-    @_scan_fwd_op.register_fake
-    def _scan_fwd_fake(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt):
-        batch, dim, seqlen = u.shape
-        dstate = A.shape[1]
-        ckpt_shape = (batch, dim, num_chunks(seqlen, dstate, batch, dim), dstate) if store_ckpt else (1,)
-        return (u.new_empty((batch, dim, seqlen)), u.new_empty((batch, dim, dstate), dtype=torch.float32),
-                u.new_empty(ckpt_shape, dtype=torch.float32))
-
-    @_custom_op('mamba_sr_archs::selective_scan_bwd', mutates_args=())
-    def _scan_bwd_op(dout: torch.Tensor, u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B4: torch.Tensor,
-                     C4: torch.Tensor, D: Optional[torch.Tensor], z: Optional[torch.Tensor],
-                     delta_bias: Optional[torch.Tensor], delta_softplus: bool,
-                     ckpt: torch.Tensor) -> List[torch.Tensor]:
-        # Gradients in their inputs' layouts (see selective_scan.like_input), absent ones as empty tensors.
-        grads = _bwd(dout, u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, ckpt)
-        inputs = (u, delta, A, B4, C4, D, z, delta_bias)
-        return [like_input(g, x) if g is not None else u.new_empty((0,)) for g, x in zip(grads, inputs)]
-
-    @_scan_bwd_op.register_fake
-    def _scan_bwd_fake(dout, u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, ckpt):
-        f32 = dict(dtype=torch.float32)   # the kernels' dA, dB, dC, dD, d(delta_bias) are float32
-        absent = u.new_empty((0,))
-        return [torch.empty_like(u), torch.empty_like(delta), torch.empty_like(A, **f32),
-                torch.empty_like(B4, **f32), torch.empty_like(C4, **f32),
-                torch.empty_like(D, **f32) if D is not None else absent,
-                torch.empty_like(z) if z is not None else absent,
-                torch.empty_like(delta_bias, **f32) if delta_bias is not None else absent]
-
-    def _scan_op_setup(ctx, inputs, output):
-        u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, _ = inputs
-        ctx.save_for_backward(u, delta, A, B4, C4, D, z, delta_bias, output[2])
-        ctx.delta_softplus = delta_softplus
-
-    def _scan_op_backward(ctx, dout, dlast, dckpt):
-        u, delta, A, B4, C4, D, z, delta_bias, ckpt = ctx.saved_tensors
-        if dout is None:
-            dout = torch.zeros_like(u)
-        du, ddelta, dA, dB, dC, dD, dz, dbias = _scan_bwd_op(_last_contig(dout), u, delta, A, B4, C4, D, z,
-                                                             delta_bias, ctx.delta_softplus, ckpt)
-        return (du, ddelta, dA.to(A.dtype), dB.to(B4.dtype), dC.to(C4.dtype),
-                dD.to(D.dtype) if D is not None else None, dz if z is not None else None,
-                dbias.to(delta_bias.dtype) if delta_bias is not None else None, None, None)
-
-    _scan_fwd_op.register_autograd(_scan_op_backward, setup_context=_scan_op_setup)
-
-
-def _scan_custom_op(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
-    u, delta, B4, C4, D, z, delta_bias = _prepare_inputs(u, delta, A, B, C, D, z, delta_bias)
-    tensors = (u, delta, A, B4, C4, D, z, delta_bias)
-    store_ckpt = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-    out, last, _ = _scan_fwd_op(u, delta, A, B4, C4, D, z, delta_bias, bool(delta_softplus), store_ckpt)
-    return (out, last.detach()) if return_last_state else out
+# Eager calls go through an autograd.Function, torch.compile through the registered custom ops
+# mamba_sr_archs::selective_scan_fwd / _bwd (one graph, no break); both launch the same kernels.
+_SCAN = KernelScan('selective_scan', sys.modules[__name__], _check_ready, MAX_DSTATE, 'selective_scan_triton')
+SelectiveScanTritonFn = _SCAN.function
 
 
 def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
@@ -1051,6 +904,4 @@ def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
     the scan runs as the registered custom ops ``mamba_sr_archs::selective_scan_fwd`` / ``_bwd`` (one graph, no
     break); eagerly through an autograd.Function.  Both launch the same kernels.
     """
-    if _custom_op is not None and (_FORCE_CUSTOM_OP or torch.compiler.is_compiling()):
-        return _scan_custom_op(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
-    return SelectiveScanTritonFn.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    return _SCAN(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
