@@ -24,6 +24,7 @@ setup(
     license='Apache-2.0',
     python_requires='>=3.10',
     packages=find_packages(include=['mamba_sr_archs', 'mamba_sr_archs.*']),
+    package_data={'mamba_sr_archs.ops': ['csrc/*.cu']},   # CUDA scan kernels, compiled at run time by NVRTC
     install_requires=[
         'basicsr>=1.4.2',
         'torch>=2.1',

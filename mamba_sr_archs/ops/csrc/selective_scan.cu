@@ -1,0 +1,562 @@
+// Selective scan (S6; Mamba, Gu & Dao 2023, Alg. 2) forward and backward for CUDA, compiled at run time with NVRTC
+// by mamba_sr_archs/ops/cuda_scan.py (no nvcc, no build step).  Semantics: mamba_ssm's selective_scan_fn, real A.
+//
+// Work split.  A thread owns NS states of one (batch, channel) and walks the whole sequence in time order; the
+// TPC = ceil(N / NS) threads of a channel are neighbouring lanes of one warp, and a block holds DB channels of one
+// B/C group.  So the recurrence h = exp(dt A) h + dt B u runs sequentially in registers (one exp2 and two FMAs
+// per state and step, no scan tree), and only the sums over states (y = C.h in the forward; the du, ddelta sums in
+// the backward) and over channels (dB, dC) cross lanes, as reduce-scatters that leave each lane whole sums.
+// The sequence is processed in chunks of T steps staged in shared memory: delta (bias + softplus applied once per
+// channel and step), u, B and C (and dout, z in the backward).
+//
+// Compile-time configuration, -DSS_<name> by the launcher (prefixed so as not to clash with NVRTC's headers):
+// NS, TPC, DB, T, RG (backward steps per reduction group), BWD_MINB (backward blocks per SM to fit registers for), HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, STORE_CKPT, IN_KIND
+// and BC_KIND (0 fp32, 1 bf16, 2 fp16).
+constexpr int NS = SS_NS, TPC = SS_TPC, DB = SS_DB, T = SS_T, RG = SS_RG;
+#define HAS_D SS_HAS_D
+#define HAS_Z SS_HAS_Z
+#define HAS_BIAS SS_HAS_BIAS
+#define SOFTPLUS SS_SOFTPLUS
+#define STORE_CKPT SS_STORE_CKPT
+#define IN_KIND SS_IN_KIND
+#define BC_KIND SS_BC_KIND
+static_assert(TPC >= 1 && TPC <= 32 && (32 % TPC) == 0, "TPC must divide 32");
+static_assert((DB * TPC) % 32 == 0, "whole warps per block");
+static_assert(T % TPC == 0 && T % RG == 0 && (2 * RG) % TPC == 0, "chunk geometry");
+
+typedef unsigned short u16;
+
+__device__ __forceinline__ float bf16_f(u16 x) { return __uint_as_float(((unsigned)x) << 16); }
+__device__ __forceinline__ float f16_f(u16 x) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(x)); return f; }
+__device__ __forceinline__ u16 f_bf16(float f) { u16 r; asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(f)); return r; }
+__device__ __forceinline__ u16 f_f16(float f) { u16 r; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r) : "f"(f)); return r; }
+
+#if IN_KIND == 0
+typedef float in_t;
+__device__ __forceinline__ float ld_in(in_t x) { return x; }
+__device__ __forceinline__ in_t st_in(float f) { return f; }
+#elif IN_KIND == 1
+typedef u16 in_t;
+__device__ __forceinline__ float ld_in(in_t x) { return bf16_f(x); }
+__device__ __forceinline__ in_t st_in(float f) { return f_bf16(f); }
+#else
+typedef u16 in_t;
+__device__ __forceinline__ float ld_in(in_t x) { return f16_f(x); }
+__device__ __forceinline__ in_t st_in(float f) { return f_f16(f); }
+#endif
+
+#if BC_KIND == 0
+typedef float bc_t;
+__device__ __forceinline__ float ld_bc(bc_t x) { return x; }
+#elif BC_KIND == 1
+typedef u16 bc_t;
+__device__ __forceinline__ float ld_bc(bc_t x) { return bf16_f(x); }
+#else
+typedef u16 bc_t;
+__device__ __forceinline__ float ld_bc(bc_t x) { return f16_f(x); }
+#endif
+
+#define NPAD (NS * TPC)
+#define TP (T + 1)                 // shared row pitch: channel c, step t -> bank (c + t) % 32
+#define NTHREADS (DB * TPC)
+#define LOG2E 1.4426950408889634f
+
+__device__ __forceinline__ float softplus_f(float x) {
+    // log1p(exp(x)) for x <= 20, x above (torch and mamba_ssm do the same)
+    return x <= 20.f ? log1pf(__expf(x)) : x;
+}
+
+__device__ __forceinline__ float sigmoid_f(float x) { return 1.f / (1.f + __expf(-x)); }
+
+// Reduce-scatter over the lanes that differ in the bits M, M/2, ..., MLO (M a power of two): v[0..V) holds this
+// lane's partial sums; afterwards v[0 .. V >> rounds) holds whole sums of the block whose index is the lane's bits
+// M..MLO read from the top (block size V >> rounds).
+template <int V, int M, int MLO>
+__device__ __forceinline__ void reduce_scatter(float *v, int lane) {
+    if constexpr (M >= MLO && M > 0) {
+        constexpr int H = V / 2;
+        static_assert(H >= 1, "reduce_scatter: fewer values than lanes");
+        const bool upper = (lane & M) != 0;
+#pragma unroll
+        for (int i = 0; i < H; ++i) {
+            const float send = upper ? v[i] : v[i + H];
+            const float keep = upper ? v[i + H] : v[i];
+            v[i] = keep + __shfl_xor_sync(0xffffffffu, send, M);
+        }
+        reduce_scatter<H, M / 2, MLO>(v, lane);
+    }
+}
+
+// Both kernels stage one chunk of the per-channel rows (delta after bias/softplus, u; in the backward also dout, z
+// and sigmoid(delta_raw)) and of B, C in shared memory.  Positions past the end and channels past the group read as
+// zero (delta 0 means a = 1 and no input: the state passes through unchanged).
+
+extern "C" __global__ void __launch_bounds__(NTHREADS)
+ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__restrict__ A,
+        const bc_t *__restrict__ Bm, const bc_t *__restrict__ Cm, const float *__restrict__ Dv,
+        const in_t *__restrict__ z, const float *__restrict__ bias,
+        in_t *__restrict__ out, float *__restrict__ last, float *__restrict__ ckpt,
+        float *__restrict__ seg_last, float *__restrict__ seg_decay,
+        int dim, int L, int N, int dpg, int n_dblk, int n_chunks, int seg_len,
+        long long s_ub, long long s_ud, long long s_tb, long long s_td, long long s_Ad, long long s_An,
+        long long s_Bb, long long s_Bg, long long s_Bn, long long s_Cb, long long s_Cg, long long s_Cn,
+        long long s_zb, long long s_zd, long long s_ob, long long s_od, int mode) {
+    // blockIdx: x = group * n_dblk + channel block, y = batch, z = segment s of the sequence, steps
+    // [s * seg_len, (s+1) * seg_len).  mode 0: one segment, the whole scan.  mode 1 (pass 1 of a split sequence):
+    // each segment from a zero state, storing only its last state and total decay prod(a) = exp(A sum(delta)) per
+    // (b, s) into seg_last / seg_decay.  mode 2 (pass 2): each segment from its true start state, folded from the
+    // pass-1 summaries of the segments before it, writing outputs (and checkpoints); the last segment writes last.
+    __shared__ float s_dt[DB][TP], s_u[DB][TP], s_B[NPAD][TP], s_C[NPAD][TP];
+#if HAS_Z
+    __shared__ float s_z[DB][TP];
+#endif
+    const int tid = threadIdx.x, lane = tid & 31;
+    const int c = tid / TPC, s = tid % TPC;
+    const int blk = blockIdx.x, g = blk / n_dblk, d0 = (blk % n_dblk) * DB;
+    const long long b = blockIdx.y;
+    const int seg = blockIdx.z, n_seg = gridDim.z;
+    const int t_begin = seg * seg_len;
+    const int t_end = min(L, t_begin + seg_len);
+    const bool valid_d = d0 + c < dpg;
+    const int d = g * dpg + min(d0 + c, dpg - 1);
+    const long long st_row = (b * n_seg + seg) * dim + d;       // row of seg_last / seg_decay
+    const long long seg_stride = (long long)dim * N;             // between segments in seg_last / seg_decay
+
+    float A2[NS], h[NS], dsum = 0.f;
+#pragma unroll
+    for (int k = 0; k < NS; ++k) {
+        const int n = s * NS + k;
+        A2[k] = (valid_d && n < N) ? A[d * s_Ad + n * s_An] * LOG2E : 0.f;
+        h[k] = 0.f;
+        if (mode == 2 && valid_d && n < N) {
+            const long long row0 = (b * n_seg) * dim + d;
+            for (int j = 0; j < seg; ++j)
+                h[k] = fmaf(seg_decay[(row0 * N + n) + j * seg_stride], h[k], seg_last[(row0 * N + n) + j * seg_stride]);
+        }
+    }
+    const float Dd = HAS_D ? Dv[d] : 0.f;
+    const bc_t *Bg = Bm + b * s_Bb + g * s_Bg;
+    const bc_t *Cg = Cm + b * s_Cb + g * s_Cg;
+
+    // Chunk inputs are loaded into registers one chunk ahead (their latency hides behind the current chunk's
+    // arithmetic), then written to shared memory after the barrier.
+    constexpr int NU = (DB * T + NTHREADS - 1) / NTHREADS, NBC = (NPAD * T + NTHREADS - 1) / NTHREADS;
+    float r_dt[NU], r_u[NU], r_z[NU], r_B[NBC], r_C[NBC];
+    // Element j of a chunk, for this thread: row row0 + j * RS (a channel, or a state for B/C), step tt0.
+    constexpr int RS = NTHREADS / T;
+    static_assert(NTHREADS % T == 0, "whole rows per pass");
+    const int row0 = tid / T, tt0 = tid % T;
+    const long long dd0 = g * dpg + d0 + row0;
+    const in_t *p_dt = dt + b * s_tb + dd0 * s_td + tt0, *p_u = u + b * s_ub + dd0 * s_ud + tt0;
+    const in_t *p_z = HAS_Z ? z + b * s_zb + dd0 * s_zd + tt0 : nullptr;
+    const bc_t *p_B = Bg + row0 * s_Bn + tt0, *p_C = Cg + row0 * s_Cn + tt0;
+    auto load = [&](int t0) {
+        const bool ok_t = t0 + tt0 < t_end;
+#pragma unroll
+        for (int j = 0; j < NU; ++j) {
+            const int cc = row0 + j * RS;
+            const bool ok = ok_t && cc < DB && d0 + cc < dpg;
+            r_dt[j] = ok ? ld_in(p_dt[j * RS * s_td + t0]) : 0.f;
+            r_u[j] = ok ? ld_in(p_u[j * RS * s_ud + t0]) : 0.f;
+            r_z[j] = (HAS_Z && ok) ? ld_in(p_z[j * RS * s_zd + t0]) : 0.f;
+        }
+#pragma unroll
+        for (int j = 0; j < NBC; ++j) {
+            const int nn = row0 + j * RS;
+            const bool ok = ok_t && nn < N;
+            r_B[j] = ok ? ld_bc(p_B[j * RS * s_Bn + t0]) : 0.f;
+            r_C[j] = ok ? ld_bc(p_C[j * RS * s_Cn + t0]) : 0.f;
+        }
+    };
+    const int n_my_chunks = (t_end - t_begin + T - 1) / T;
+    load(t_begin);
+    for (int ci = 0; ci < n_my_chunks; ++ci) {
+        const int t0 = t_begin + ci * T;
+        __syncthreads();
+#pragma unroll
+        for (int j = 0; j < NU; ++j) {
+            const int i = tid + j * NTHREADS, cc = i / T, tt = i % T;
+            if (i < DB * T) {
+                float dtv = r_dt[j];
+                if (HAS_BIAS) dtv += bias[g * dpg + min(d0 + cc, dpg - 1)];
+                if (SOFTPLUS) dtv = softplus_f(dtv);
+                const bool ok = (d0 + cc < dpg) && t0 + tt < t_end;
+                s_dt[cc][tt] = ok ? dtv : 0.f;
+                s_u[cc][tt] = r_u[j];
+#if HAS_Z
+                s_z[cc][tt] = r_z[j];
+#endif
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < NBC; ++j) {
+            const int i = tid + j * NTHREADS;
+            if (i < NPAD * T) {
+                s_B[i / T][i % T] = r_B[j];
+                s_C[i / T][i % T] = r_C[j];
+            }
+        }
+        __syncthreads();
+        if (ci + 1 < n_my_chunks) load(t0 + T);
+#if STORE_CKPT
+        if (valid_d) {
+#pragma unroll
+            for (int k = 0; k < NS; ++k) {
+                const int n = s * NS + k;
+                if (n < N) ckpt[((b * dim + d) * n_chunks + t0 / T) * N + n] = h[k];
+            }
+        }
+#endif
+        float y[T];
+#pragma unroll
+        for (int tt = 0; tt < T; ++tt) {
+            const float dtv = s_dt[c][tt];
+            const float dtu = dtv * s_u[c][tt];
+            float acc = 0.f;
+            dsum += dtv;
+#pragma unroll
+            for (int k = 0; k < NS; ++k) {
+                const float a = exp2f(dtv * A2[k]);
+                h[k] = fmaf(a, h[k], dtu * s_B[s * NS + k][tt]);
+                acc = fmaf(s_C[s * NS + k][tt], h[k], acc);
+            }
+            y[tt] = acc;
+        }
+        if (mode != 1) {
+            reduce_scatter<T, TPC / 2, 1>(y, lane);
+            constexpr int PER = T / TPC;
+#pragma unroll
+            for (int i = 0; i < PER; ++i) {
+                const int tt = s * PER + i, t = t0 + tt;
+                if (valid_d && t < t_end) {
+                    float v = y[i];
+                    if (HAS_D) v = fmaf(Dd, s_u[c][tt], v);
+#if HAS_Z
+                    const float zz = s_z[c][tt];
+                    v *= zz * sigmoid_f(zz);
+#endif
+                    out[b * s_ob + (long long)d * s_od + t] = st_in(v);
+                }
+            }
+        }
+    }
+    if (valid_d) {
+#pragma unroll
+        for (int k = 0; k < NS; ++k) {
+            const int n = s * NS + k;
+            if (n < N) {
+                if (mode == 1) {
+                    seg_last[st_row * N + n] = h[k];
+                    seg_decay[st_row * N + n] = exp2f(dsum * A2[k]);
+                } else if (seg == n_seg - 1) {
+                    last[(b * dim + d) * N + n] = h[k];
+                }
+            }
+        }
+    }
+}
+
+// Backward.  Walks the chunks in reverse; per chunk: recompute the states from the chunk's checkpoint (kept in
+// registers, T x NS per thread), with z also y and so dz and dy; then the reverse recurrence
+//   dh_t = C_t dy_t + a_{t+1} dh_{t+1},  w_t = dh_t a_t h_{t-1} = dh_t (h_t - dt_t B_t u_t),
+//   dA += w dt,  du = dt sum_n dh B + D dy,  ddelta = (u sum_n dh B + sum_n w A) softplus',
+//   dB_t = sum_d dh dt u,  dC_t = sum_d h dy.
+// Steps are taken in groups of RG: the n-sums are reduce-scattered over the TPC lanes of a channel, the d-sums over
+// the channels of the warp, then added across the block's warps in shared memory and written once per block.
+extern "C" __global__ void __launch_bounds__(NTHREADS, SS_BWD_MINB)
+ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__restrict__ A,
+        const bc_t *__restrict__ Bm, const bc_t *__restrict__ Cm, const float *__restrict__ Dv,
+        const in_t *__restrict__ z, const float *__restrict__ bias, const in_t *__restrict__ dout,
+        const float *__restrict__ ckpt,
+        in_t *__restrict__ du, in_t *__restrict__ ddt, float *__restrict__ dA, float *__restrict__ dB,
+        float *__restrict__ dC, float *__restrict__ dD, in_t *__restrict__ dz, float *__restrict__ dbias,
+        int dim, int L, int N, int dpg, int n_dblk, int n_chunks, int G, int dbc_atomic,
+        long long s_ub, long long s_ud, long long s_tb, long long s_td, long long s_Ad, long long s_An,
+        long long s_Bb, long long s_Bg, long long s_Bn, long long s_Cb, long long s_Cg, long long s_Cn,
+        long long s_zb, long long s_zd, long long s_gb, long long s_gd,
+        float *__restrict__ seg_carry, float *__restrict__ seg_decay, int seg_len, int mode) {
+    // blockIdx: x = group * n_dblk + channel block, y = batch, z = segment s, steps [s * seg_len, (s+1) * seg_len)
+    // (seg_len a multiple of T).  mode 0: one segment.  mode 1 (pass 1 of a split sequence): each segment from a
+    // zero incoming dh, storing only the dh it passes to the step before it and its total decay per (b, s) into
+    // seg_carry / seg_decay.  mode 2: each segment from its true incoming dh, folded from the pass-1 summaries of
+    // the segments after it, writing all gradients.
+    __shared__ float s_dt[DB][TP], s_u[DB][TP], s_g[DB][TP], s_sg[DB][TP], s_q[DB][TP], s_r[DB][TP];
+    constexpr int NW = NTHREADS / 32;
+    __shared__ float s_B[NPAD][TP], s_C[NPAD][TP], s_dB[NW][NPAD][TP], s_dC[NW][NPAD][TP];
+#if HAS_Z
+    __shared__ float s_z[DB][TP];
+#endif
+    constexpr int CL = 32 / TPC;               // channels per warp
+    constexpr int PER = T / TPC;               // positions per lane in the per-channel phases
+    constexpr int VBC = RG * NS * 2;           // dB/dC partials per group
+    const int tid = threadIdx.x, lane = tid & 31;
+    const int c = tid / TPC, s = tid % TPC;
+    const int blk = blockIdx.x, g = blk / n_dblk, d0 = (blk % n_dblk) * DB;
+    const long long b = blockIdx.y;
+    const bool valid_d = d0 + c < dpg;
+    const int d = g * dpg + min(d0 + c, dpg - 1);
+
+    const int seg = blockIdx.z, n_seg = gridDim.z;
+    const int c_lo = seg * seg_len / T, c_hi = (min(L, (seg + 1) * seg_len) + T - 1) / T - 1;
+    const long long seg_row = ((b * n_seg) * dim + d) * (long long)N, seg_stride = (long long)dim * N;
+    float A1[NS], A2[NS], dh[NS], dA_acc[NS], dsum = 0.f;
+#pragma unroll
+    for (int k = 0; k < NS; ++k) {
+        const int n = s * NS + k;
+        A1[k] = (valid_d && n < N) ? A[d * s_Ad + n * s_An] : 0.f;
+        A2[k] = A1[k] * LOG2E;
+        dh[k] = 0.f;
+        dA_acc[k] = 0.f;
+        if (mode == 2 && valid_d && n < N)
+            for (int j = n_seg - 1; j > seg; --j)
+                dh[k] = fmaf(seg_decay[seg_row + n + j * seg_stride], dh[k], seg_carry[seg_row + n + j * seg_stride]);
+    }
+    const float Dd = HAS_D ? Dv[d] : 0.f;
+    float dD_acc = 0.f, dbias_acc = 0.f;
+    const bc_t *Bg = Bm + b * s_Bb + g * s_Bg;
+    const bc_t *Cg = Cm + b * s_Cb + g * s_Cg;
+    const long long bgN = (b * G + g) * (long long)N;
+
+    constexpr int NU = (DB * T + NTHREADS - 1) / NTHREADS, NBC = (NPAD * T + NTHREADS - 1) / NTHREADS;
+    float r_dt[NU], r_u[NU], r_g[NU], r_z[NU], r_B[NBC], r_C[NBC];
+    constexpr int RS = NTHREADS / T;                       // staging layout as in the forward
+    static_assert(NTHREADS % T == 0, "whole rows per pass");
+    const int row0 = tid / T, tt0 = tid % T;
+    const long long dd0 = g * dpg + d0 + row0;
+    const in_t *p_dt = dt + b * s_tb + dd0 * s_td + tt0, *p_u = u + b * s_ub + dd0 * s_ud + tt0;
+    const in_t *p_g = dout + b * s_gb + dd0 * s_gd + tt0;
+    const in_t *p_z = HAS_Z ? z + b * s_zb + dd0 * s_zd + tt0 : nullptr;
+    const bc_t *p_B = Bg + row0 * s_Bn + tt0, *p_C = Cg + row0 * s_Cn + tt0;
+    auto load = [&](int t0) {       // one chunk ahead, as in the forward
+        const bool ok_t = t0 + tt0 < L;
+#pragma unroll
+        for (int j = 0; j < NU; ++j) {
+            const int cc = row0 + j * RS;
+            const bool ok = ok_t && cc < DB && d0 + cc < dpg;
+            r_dt[j] = ok ? ld_in(p_dt[j * RS * s_td + t0]) : 0.f;
+            r_u[j] = ok ? ld_in(p_u[j * RS * s_ud + t0]) : 0.f;
+            r_g[j] = ok ? ld_in(p_g[j * RS * s_gd + t0]) : 0.f;
+            r_z[j] = (HAS_Z && ok) ? ld_in(p_z[j * RS * s_zd + t0]) : 0.f;
+        }
+#pragma unroll
+        for (int j = 0; j < NBC; ++j) {
+            const int nn = row0 + j * RS;
+            const bool ok = ok_t && nn < N;
+            r_B[j] = ok ? ld_bc(p_B[j * RS * s_Bn + t0]) : 0.f;
+            r_C[j] = ok ? ld_bc(p_C[j * RS * s_Cn + t0]) : 0.f;
+        }
+    };
+    load(c_hi * T);
+    for (int ci = c_hi; ci >= c_lo; --ci) {
+        const int t0 = ci * T;
+        __syncthreads();
+#pragma unroll
+        for (int j = 0; j < NU; ++j) {
+            const int i = tid + j * NTHREADS, cc = i / T, tt = i % T;
+            if (i < DB * T) {
+                const bool ok = (d0 + cc < dpg) && t0 + tt < L;
+                float dtv = r_dt[j], sg = 0.f;
+                if (HAS_BIAS) dtv += bias[g * dpg + min(d0 + cc, dpg - 1)];
+                if (SOFTPLUS) { sg = sigmoid_f(dtv); dtv = softplus_f(dtv); }
+                s_dt[cc][tt] = ok ? dtv : 0.f;
+                s_sg[cc][tt] = sg;
+                s_u[cc][tt] = r_u[j];
+                s_g[cc][tt] = r_g[j];
+#if HAS_Z
+                s_z[cc][tt] = r_z[j];
+#endif
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < NBC; ++j) {
+            const int i = tid + j * NTHREADS;
+            if (i < NPAD * T) {
+                s_B[i / T][i % T] = r_B[j];
+                s_C[i / T][i % T] = r_C[j];
+            }
+        }
+        __syncthreads();
+        if (ci > c_lo) load(t0 - T);
+
+        // 1. States of the chunk from its checkpoint (and y when z gates the output).  Pass 1 needs only dy.
+        float hist[T][NS];
+        if (mode != 1 || HAS_Z) {
+            float hc[NS];
+#pragma unroll
+            for (int k = 0; k < NS; ++k) {
+                const int n = s * NS + k;
+                hc[k] = (valid_d && n < N) ? ckpt[((b * dim + d) * n_chunks + ci) * N + n] : 0.f;
+            }
+#if HAS_Z
+            float y[T];
+#endif
+#pragma unroll
+            for (int tt = 0; tt < T; ++tt) {
+                const float dtv = s_dt[c][tt];
+                const float dtu = dtv * s_u[c][tt];
+#if HAS_Z
+                float acc = 0.f;
+#endif
+#pragma unroll
+                for (int k = 0; k < NS; ++k) {
+                    hc[k] = fmaf(exp2f(dtv * A2[k]), hc[k], dtu * s_B[s * NS + k][tt]);
+                    hist[tt][k] = hc[k];
+#if HAS_Z
+                    acc = fmaf(s_C[s * NS + k][tt], hc[k], acc);
+#endif
+                }
+#if HAS_Z
+                y[tt] = acc;
+#endif
+            }
+            // 2. dy (and dz) for this lane's PER positions, shared with the channel's lanes through s_g.
+#if HAS_Z
+            reduce_scatter<T, TPC / 2, 1>(y, lane);
+#endif
+#pragma unroll
+            for (int i = 0; i < PER; ++i) {
+                const int tt = s * PER + i, t = t0 + tt;
+                const float gv = s_g[c][tt];
+                float dyv = gv;
+#if HAS_Z
+                const float zz = s_z[c][tt];
+                const float sz = sigmoid_f(zz);
+                const float yv = HAS_D ? fmaf(Dd, s_u[c][tt], y[i]) : y[i];
+                if (mode != 1 && valid_d && t < L)
+                    dz[(b * dim + d) * (long long)L + t] = st_in(gv * yv * sz * (1.f + zz * (1.f - sz)));
+                dyv = gv * zz * sz;
+#endif
+                if (HAS_D && mode != 1) dD_acc = fmaf(dyv, s_u[c][tt], dD_acc);
+                s_g[c][tt] = dyv;
+            }
+            __syncwarp();
+        }
+
+        if (mode == 1) {
+            // Pass 1: only the reverse recurrence of dh and the segment's total decay.
+#pragma unroll
+            for (int tt = T - 1; tt >= 0; --tt) {
+                const float dtv = s_dt[c][tt], dyv = s_g[c][tt];
+                dsum += dtv;
+#pragma unroll
+                for (int k = 0; k < NS; ++k)
+                    dh[k] = fmaf(s_C[s * NS + k][tt], dyv, dh[k]) * exp2f(dtv * A2[k]);
+            }
+            continue;
+        }
+        // 3. Reverse recurrence in groups of RG steps.
+#pragma unroll
+        for (int gi = T / RG - 1; gi >= 0; --gi) {
+            float qr[2 * RG];
+            float bc[VBC];
+#pragma unroll
+            for (int j = RG - 1; j >= 0; --j) {
+                const int tt = gi * RG + j;
+                const float dtv = s_dt[c][tt], uv = s_u[c][tt], dyv = s_g[c][tt];
+                const float dtu = dtv * uv;
+                float q = 0.f, r = 0.f;
+#pragma unroll
+                for (int k = 0; k < NS; ++k) {
+                    const float Bv = s_B[s * NS + k][tt];
+                    const float hv = hist[tt][k];
+                    dh[k] = fmaf(s_C[s * NS + k][tt], dyv, dh[k]);
+                    const float w = dh[k] * (hv - dtu * Bv);
+                    dA_acc[k] = fmaf(w, dtv, dA_acc[k]);
+                    q = fmaf(dh[k], Bv, q);
+                    r = fmaf(w, A1[k], r);
+                    bc[(j * NS + k) * 2 + 0] = dh[k] * dtu;
+                    bc[(j * NS + k) * 2 + 1] = hv * dyv;
+                    dh[k] *= exp2f(dtv * A2[k]);
+                }
+                qr[2 * j] = q;
+                qr[2 * j + 1] = r;
+            }
+            // n-sums: over the TPC lanes of the channel.
+            reduce_scatter<2 * RG, TPC / 2, 1>(qr, lane);
+            constexpr int QPER = (2 * RG) / TPC;
+#pragma unroll
+            for (int i = 0; i < QPER; ++i) {
+                const int idx = s * QPER + i, tt = gi * RG + idx / 2;
+                if (idx % 2 == 0) s_q[c][tt] = qr[i]; else s_r[c][tt] = qr[i];
+            }
+            // d-sums: over the CL channels of the warp (each lane then holds distinct (n, t) sums, every one
+            // written each chunk), then across the block's warps when the chunk is flushed.
+            reduce_scatter<VBC, 16, TPC>(bc, lane);
+            constexpr int BPER = VBC / CL;
+#pragma unroll
+            for (int i = 0; i < BPER; ++i) {
+                const int idx = (c % CL) * BPER + i;
+                const int j = idx / (2 * NS), k = (idx / 2) % NS, tt = gi * RG + j;
+                if (idx % 2 == 0) s_dB[tid / 32][s * NS + k][tt] = bc[i];
+                else s_dC[tid / 32][s * NS + k][tt] = bc[i];
+            }
+        }
+        __syncwarp();
+        // 4. du, ddelta for this lane's positions.
+#pragma unroll
+        for (int i = 0; i < PER; ++i) {
+            const int tt = s * PER + i, t = t0 + tt;
+            const float q = s_q[c][tt], r = s_r[c][tt], dtv = s_dt[c][tt], uv = s_u[c][tt];
+            float duv = q * dtv;
+            if (HAS_D) duv = fmaf(Dd, s_g[c][tt], duv);
+            float ddv = fmaf(uv, q, r);
+            if (SOFTPLUS) ddv *= s_sg[c][tt];
+            if (valid_d && t < L) {
+                dbias_acc += ddv;
+                du[(b * dim + d) * (long long)L + t] = st_in(duv);
+                ddt[(b * dim + d) * (long long)L + t] = st_in(ddv);
+            }
+        }
+        __syncthreads();
+        // 5. dB, dC of the chunk: one write (or atomic add, when several blocks share the group) per value.
+        for (int i = tid; i < NPAD * T; i += NTHREADS) {
+            const int nn = i / T, tt = i % T, t = t0 + tt;
+            if (nn < N && t < L) {
+                const long long off = (bgN + nn) * L + t;
+                float vb = 0.f, vc = 0.f;
+#pragma unroll
+                for (int w = 0; w < NW; ++w) {
+                    vb += s_dB[w][nn][tt];
+                    vc += s_dC[w][nn][tt];
+                }
+                if (dbc_atomic) {
+                    atomicAdd(dB + off, vb);
+                    atomicAdd(dC + off, vc);
+                } else {
+                    dB[off] = vb;
+                    dC[off] = vc;
+                }
+            }
+        }
+    }
+    if (mode == 1) {
+        if (valid_d) {
+#pragma unroll
+            for (int k = 0; k < NS; ++k) {
+                const int n = s * NS + k;
+                if (n < N) {
+                    seg_carry[seg_row + n + seg * seg_stride] = dh[k];
+                    seg_decay[seg_row + n + seg * seg_stride] = exp2f(dsum * A2[k]);
+                }
+            }
+        }
+        return;
+    }
+    // dA, dD, dbias: sums over the batch (and for dD, dbias over the channel's lanes).
+    if (valid_d) {
+#pragma unroll
+        for (int k = 0; k < NS; ++k) {
+            const int n = s * NS + k;
+            if (n < N) atomicAdd(dA + d * N + n, dA_acc[k]);
+        }
+    }
+#pragma unroll
+    for (int m = TPC / 2; m >= 1; m /= 2) {
+        dD_acc += __shfl_xor_sync(0xffffffffu, dD_acc, m);
+        dbias_acc += __shfl_xor_sync(0xffffffffu, dbias_acc, m);
+    }
+    if (valid_d && s == 0) {
+        if (HAS_D) atomicAdd(dD + d, dD_acc);
+        if (HAS_BIAS) atomicAdd(dbias + d, dbias_acc);
+    }
+}

@@ -1,0 +1,385 @@
+"""Selective scan (S6) as CUDA C++ kernels compiled at run time with NVRTC: no nvcc, no build step.
+
+``selective_scan_cuda`` computes what mamba_ssm's ``selective_scan_fn`` computes (real ``A``; see
+``triton_scan`` for the formulas and layouts, which are the same).  The kernels are in ``csrc/selective_scan.cu``;
+the first call for a configuration compiles them with NVRTC (the runtime compiler that ships with PyTorch's CUDA
+wheels, ``libnvrtc``) into a cubin for the present GPU and loads it through the CUDA driver, about a second per
+configuration, cached for the process.
+
+Why a second GPU backend beside Triton: the S6 recurrence is cheapest when a thread walks time sequentially and
+keeps its states in registers (one exp2 and two FMAs per state and step); Triton's layouts put time on the lanes
+and pay a scan tree and layout conversions per chunk, which left our Triton kernels 1.5-4.5x slower than
+mamba_ssm's (docs/benchmarks.md).  Here a thread owns NS states of one channel, the TPC threads of a channel are
+neighbouring lanes, and only sums over states or channels cross lanes (reduce-scatters, shuffles).
+"""
+import ctypes
+import ctypes.util
+import glob
+import os
+import sys
+import threading
+
+import torch
+
+from ._kernel_scan import KernelScan
+
+__all__ = ['selective_scan_cuda', 'is_available', 'launch_config', 'unavailable_reason']
+
+_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'csrc', 'selective_scan.cu')
+_KINDS = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
+MAX_DSTATE = 64
+# Benchmarks may set NS / T / NTHREADS / SEGMENTS here to try other launch configurations; empty in normal use.
+_CONFIG_OVERRIDE = {}
+# When True, outputs are pre-filled with NaN so that an element no thread writes shows up in checks.
+_POISON_OUTPUTS = False
+_LOCK = threading.Lock()
+_STATE = {'error': None, 'nvrtc': None, 'cuda': None}
+_KERNELS = {}
+
+
+def _next_pow2(x):
+    return 1 if x <= 1 else 1 << (int(x) - 1).bit_length()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# NVRTC and the CUDA driver, through ctypes
+# ---------------------------------------------------------------------------------------------------------------
+
+def _find_nvrtc():
+    getter = getattr(getattr(torch.cuda, '_utils', None), '_get_gpu_rtc_library', None)
+    if getter is not None:
+        try:
+            return getter()
+        except Exception:
+            pass
+    names = []
+    for base in (os.path.dirname(torch.__file__), os.path.join(os.path.dirname(torch.__file__), '..')):
+        names += glob.glob(os.path.join(base, 'nvidia', '*', 'lib', 'libnvrtc.so*'))
+        names += glob.glob(os.path.join(base, 'nvidia', 'cuda_nvrtc', 'lib', 'libnvrtc.so*'))
+    found = ctypes.util.find_library('nvrtc')
+    if found:
+        names.append(found)
+    for name in names:
+        if 'builtins' in name or '.alt.' in name:
+            continue
+        try:
+            return ctypes.CDLL(name)
+        except OSError:
+            continue
+    raise OSError('libnvrtc not found (it ships with PyTorch CUDA wheels as nvidia-cuda-nvrtc)')
+
+
+def _libs():
+    if _STATE['nvrtc'] is None:
+        _STATE['nvrtc'] = _find_nvrtc()
+        _STATE['cuda'] = ctypes.CDLL('libcuda.so.1')
+    return _STATE['nvrtc'], _STATE['cuda']
+
+
+def _check_cu(res, what):
+    if res != 0:
+        _, cuda = _libs()
+        msg = ctypes.c_char_p()
+        cuda.cuGetErrorString(res, ctypes.byref(msg))
+        raise RuntimeError(f'{what} failed: CUDA error {res} ({(msg.value or b"?").decode()})')
+
+
+def _nvrtc_cubin(source, options):
+    nvrtc, _ = _libs()
+    prog = ctypes.c_void_p()
+    res = nvrtc.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), b'selective_scan.cu', 0, None, None)
+    if res != 0:
+        raise RuntimeError(f'nvrtcCreateProgram failed ({res})')
+    try:
+        opts = (ctypes.c_char_p * len(options))(*[o.encode() for o in options])
+        res = nvrtc.nvrtcCompileProgram(prog, len(options), opts)
+        if res != 0:
+            size = ctypes.c_size_t()
+            nvrtc.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+            log = ctypes.create_string_buffer(size.value)
+            nvrtc.nvrtcGetProgramLog(prog, log)
+            raise RuntimeError(f'NVRTC could not compile {_SRC} with {options}:\n{log.value.decode()}')
+        size = ctypes.c_size_t()
+        nvrtc.nvrtcGetCUBINSize(prog, ctypes.byref(size))
+        cubin = ctypes.create_string_buffer(size.value)
+        nvrtc.nvrtcGetCUBIN(prog, cubin)
+        return cubin.raw
+    finally:
+        nvrtc.nvrtcDestroyProgram(ctypes.byref(prog))
+
+
+class _Kernel:
+    """One loaded kernel function; ``launch`` takes ctypes-typed arguments."""
+
+    def __init__(self, module, func, nthreads):
+        self.module, self.func, self.nthreads = module, func, nthreads
+
+    def launch(self, grid, args, device):
+        _, cuda = _libs()
+        stream = torch.cuda.current_stream(device).cuda_stream
+        ptrs = (ctypes.c_void_p * len(args))(*[ctypes.cast(ctypes.pointer(a), ctypes.c_void_p) for a in args])
+        _check_cu(cuda.cuLaunchKernel(self.func, grid[0], grid[1], grid[2], self.nthreads, 1, 1, 0,
+                                      ctypes.c_void_p(stream), ptrs, None), 'cuLaunchKernel (selective scan)')
+
+
+def _kernel(name, defines, device):
+    """Compiled and loaded kernel ``name`` for the given -D values, cached per device and configuration."""
+    key = (name, tuple(sorted(defines.items())), device.index)
+    k = _KERNELS.get(key)
+    if k is not None:
+        return k
+    with _LOCK:
+        if key in _KERNELS:
+            return _KERNELS[key]
+        major, minor = torch.cuda.get_device_capability(device)
+        with open(_SRC) as f:
+            source = f.read()
+        options = [f'--gpu-architecture=sm_{major}{minor}', '--use_fast_math', '-std=c++17']
+        options += [f'-DSS_{k}={int(v)}' for k, v in sorted(defines.items())]
+        if os.environ.get('MAMBA_SR_NVRTC_LINEINFO') == '1':      # source lines for profilers (ncu)
+            options.append('--generate-line-info')
+        cubin = _nvrtc_cubin(source, options)
+        _, cuda = _libs()
+        with torch.cuda.device(device):
+            torch.cuda.current_stream(device)          # make sure the primary context exists and is current
+            module = ctypes.c_void_p()
+            _check_cu(cuda.cuModuleLoadData(ctypes.byref(module), cubin), 'cuModuleLoadData')
+            func = ctypes.c_void_p()
+            _check_cu(cuda.cuModuleGetFunction(ctypes.byref(func), module, name.encode()), 'cuModuleGetFunction')
+        k = _Kernel(module, func, defines['DB'] * defines['TPC'])
+        _KERNELS[key] = k
+        return k
+
+
+def unavailable_reason():
+    """None when the CUDA kernels can be used here, else a one-line reason."""
+    if not torch.cuda.is_available():
+        return 'no CUDA device'
+    if torch.version.hip:
+        return 'ROCm build of PyTorch (the kernels are CUDA C++)'
+    if _STATE['error'] is None:
+        try:
+            major, _ = torch.cuda.get_device_capability()
+            if major < 8:
+                raise RuntimeError(f'compute capability {major}.x < 8.0 (bf16 conversions need sm_80)')
+            _libs()
+            _STATE['error'] = ''
+        except Exception as exc:  # pragma: no cover - depends on the install
+            _STATE['error'] = f'{type(exc).__name__}: {exc}'
+    return _STATE['error'] or None
+
+
+def is_available():
+    """True when a CUDA device, NVRTC and the driver library are present (compute capability >= 8.0)."""
+    return unavailable_reason() is None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Launch configuration
+# ---------------------------------------------------------------------------------------------------------------
+
+def launch_config(batch, dim, groups, dstate, seqlen, sm_count=132, grad=True):
+    """Per-thread states NS, threads per channel TPC, channels per block DB, chunk length T, reduction group RG.
+
+    ``grad``: the configuration of a forward that stores checkpoints and of its backward (they must agree on T,
+    the checkpoint interval); ``grad=False`` that of a forward without autograd.  Defaults from the sweeps in
+    docs/benchmarks.md (H100): N >= 16: 8 lanes per channel (NS = N/8 states per thread), T = 8 with autograd and
+    16 without; N <= 8: NS = min(N, 4), T = 16.  NS >= N/32 so that a channel fits in a warp.
+    """
+    over = _CONFIG_OVERRIDE
+    npad = _next_pow2(dstate)
+    nthreads = int(over.get('NTHREADS', 128))
+    ns = int(over.get('NS') or (npad // 8 if npad >= 16 else min(npad, 4)))
+    ns = max(ns, npad // 32)
+    tpc = npad // ns
+    dpg = dim // groups
+    db = max(32 // tpc, min(nthreads // tpc, _next_pow2(dpg)))
+    rg = _next_pow2(max(2, tpc // 2, -(-16 // (tpc * ns))))
+    t = max(int(over.get('T') or (8 if grad and npad >= 16 else 16)), tpc, rg)
+
+    def bwd_smem(db):        # the backward's static shared memory: 7 channel rows, B, C, per-warp dB/dC
+        return (7 * db + 2 * npad + 2 * (db * tpc // 32) * npad) * (t + 1) * 4
+
+    while db > 32 // tpc and bwd_smem(db) > 48 * 1024:
+        db //= 2
+    n_dblk = -(-dpg // db)
+    return dict(NS=ns, TPC=tpc, DB=db, T=t, RG=rg, n_dblk=n_dblk, grid=(groups * n_dblk, batch, 1))
+
+
+def _segments(cfg, batch, groups, seqlen, sm_count):
+    """Segments the forward splits the sequence into (1 = no split).
+
+    A grid of few warps (a long single sequence, or few channels) leaves the GPU latency-bound: each thread walks
+    the whole sequence.  Split into S segments, pass 1 scans every segment from a zero state keeping its last state
+    and total decay, pass 2 rescans every segment from its true start state (folded from the pass-1 summaries of
+    the segments before it) writing the outputs and checkpoints.  That doubles the exp2 work, so it is used only
+    below about 4 warps per multiprocessor.  ``_CONFIG_OVERRIDE['SEGMENTS']`` forces a count.
+    """
+    n_chunks = -(-seqlen // cfg['T'])
+    forced = _CONFIG_OVERRIDE.get('SEGMENTS')
+    if forced:
+        return max(1, min(int(forced), n_chunks))
+    warps = batch * groups * cfg['n_dblk'] * cfg['DB'] * cfg['TPC'] // 32
+    want = sm_count * int(_CONFIG_OVERRIDE.get('SEG_WARPS', 16))
+    if warps * 4 >= want:
+        return 1
+    return max(1, min(-(-want // warps), n_chunks // 4, 64))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Launchers
+# ---------------------------------------------------------------------------------------------------------------
+
+def _empty(shape, dtype, device):
+    if _POISON_OUTPUTS:
+        return torch.full(shape, float('nan'), dtype=dtype, device=device)
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+def _ptr(t):
+    return ctypes.c_void_p(t.data_ptr() if t is not None else 0)
+
+
+def _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, **extra):
+    if u.dtype not in _KINDS or B4.dtype not in _KINDS:
+        raise TypeError(f'selective_scan_cuda supports float32, bfloat16 and float16; got u {u.dtype}, '
+                        f'B/C {B4.dtype}')
+    return dict(NS=cfg['NS'], TPC=cfg['TPC'], DB=cfg['DB'], T=cfg['T'], RG=cfg['RG'],
+                BWD_MINB=int(_CONFIG_OVERRIDE.get('BWD_MINB', 1)), HAS_D=D is not None,
+                HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
+                IN_KIND=_KINDS[u.dtype], BC_KIND=_KINDS[B4.dtype], **extra)
+
+
+def _strides(*tensors_dims):
+    return [ctypes.c_longlong(t.stride(i) if t is not None else 0) for t, dims in tensors_dims for i in dims]
+
+
+def _fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt):
+    C4 = C4.to(B4.dtype)
+    batch, dim, seqlen = u.shape
+    dstate = A.shape[1]
+    groups = B4.shape[1]
+    dev = u.device
+    sm = torch.cuda.get_device_properties(dev).multi_processor_count
+    cfg = launch_config(batch, dim, groups, dstate, seqlen, sm, grad=bool(store_ckpt))
+    n_chunks = -(-seqlen // cfg['T'])
+    out = _empty((batch, dim, seqlen), u.dtype, dev)
+    last = _empty((batch, dim, dstate), torch.float32, dev)
+    ckpt = (_empty((batch, dim, n_chunks, dstate), torch.float32, dev) if store_ckpt
+            else torch.empty(1, dtype=torch.float32, device=dev))
+    A = A.float()
+    D = D.float() if D is not None else None
+    delta_bias = delta_bias.float() if delta_bias is not None else None
+    delta = delta.to(u.dtype)
+    z = z.to(u.dtype) if z is not None else None
+    kern = _kernel('ssm_fwd', _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, STORE_CKPT=bool(store_ckpt)),
+                   dev)
+    strides = _strides((u, (0, 1)), (delta, (0, 1)), (A, (0, 1)), (B4, (0, 1, 2)), (C4, (0, 1, 2)), (z, (0, 1)),
+                       (out, (0, 1)))
+    head = [_ptr(u), _ptr(delta), _ptr(A), _ptr(B4), _ptr(C4), _ptr(D), _ptr(z), _ptr(delta_bias)]
+    n_seg = _segments(cfg, batch, groups, seqlen, sm)
+    tail = [ctypes.c_int(v) for v in (dim, seqlen, dstate, dim // groups, cfg['n_dblk'], n_chunks)]
+    if n_seg == 1:
+        kern.launch(cfg['grid'], head + [_ptr(out), _ptr(last), _ptr(ckpt), _ptr(None), _ptr(None)] + tail
+                    + [ctypes.c_int(seqlen)] + strides + [ctypes.c_int(0)], dev)
+        return out, last, ckpt
+    seg_len = -(-n_chunks // n_seg) * cfg['T']
+    n_seg = -(-seqlen // seg_len)
+    grid = cfg['grid'][:2] + (n_seg,)
+    seg_last = torch.empty((batch, n_seg, dim, dstate), dtype=torch.float32, device=dev)
+    seg_decay = torch.empty_like(seg_last)
+    bufs = [_ptr(out), _ptr(last), _ptr(ckpt), _ptr(seg_last), _ptr(seg_decay)]
+    tail = tail + [ctypes.c_int(seg_len)] + strides
+    # Pass 1: segment summaries (no outputs, no checkpoints); pass 2: outputs from the true start states.
+    summary = _kernel('ssm_fwd', _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, STORE_CKPT=0), dev)
+    summary.launch(grid, head + bufs + tail + [ctypes.c_int(1)], dev)
+    kern.launch(grid, head + bufs + tail + [ctypes.c_int(2)], dev)
+    return out, last, ckpt
+
+
+def _bwd(dout, u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, ckpt):
+    C4 = C4.to(B4.dtype)
+    batch, dim, seqlen = u.shape
+    dstate = A.shape[1]
+    groups = B4.shape[1]
+    dev = u.device
+    sm = torch.cuda.get_device_properties(dev).multi_processor_count
+    cfg = launch_config(batch, dim, groups, dstate, seqlen, sm, grad=True)
+    n_chunks = ckpt.shape[2]
+    assert n_chunks == -(-seqlen // cfg['T']), 'chunk length changed between forward and backward'
+    if dout.stride(-1) != 1:
+        dout = dout.contiguous()
+    if dout.dtype != u.dtype:
+        dout = dout.to(u.dtype)
+    du = _empty((batch, dim, seqlen), u.dtype, dev)
+    ddelta = _empty((batch, dim, seqlen), u.dtype, dev)
+    atomic = cfg['n_dblk'] > 1
+    alloc_bc = torch.zeros if atomic else _empty
+    dB = alloc_bc((batch, groups, dstate, seqlen), dtype=torch.float32, device=dev)
+    dC = alloc_bc((batch, groups, dstate, seqlen), dtype=torch.float32, device=dev)
+    dA = torch.zeros((dim, dstate), dtype=torch.float32, device=dev)
+    dD = torch.zeros((dim,), dtype=torch.float32, device=dev) if D is not None else None
+    dbias = torch.zeros((dim,), dtype=torch.float32, device=dev) if delta_bias is not None else None
+    dz = _empty((batch, dim, seqlen), u.dtype, dev) if z is not None else None
+    A32 = A.float()
+    D32 = D.float() if D is not None else None
+    bias32 = delta_bias.float() if delta_bias is not None else None
+    delta_in = delta.to(u.dtype)
+    z_in = z.to(u.dtype) if z is not None else None
+    kern = _kernel('ssm_bwd', _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, STORE_CKPT=0), dev)
+    args = [_ptr(u), _ptr(delta_in), _ptr(A32), _ptr(B4), _ptr(C4), _ptr(D32), _ptr(z_in), _ptr(bias32), _ptr(dout),
+            _ptr(ckpt),
+            _ptr(du), _ptr(ddelta), _ptr(dA), _ptr(dB), _ptr(dC), _ptr(dD), _ptr(dz), _ptr(dbias)]
+    args += [ctypes.c_int(v) for v in (dim, seqlen, dstate, dim // groups, cfg['n_dblk'], n_chunks, groups,
+                                       int(atomic))]
+    args += _strides((u, (0, 1)), (delta_in, (0, 1)), (A32, (0, 1)), (B4, (0, 1, 2)), (C4, (0, 1, 2)),
+                     (z_in, (0, 1)), (dout, (0, 1)))
+    n_seg = _segments(cfg, batch, groups, seqlen, sm)
+    if n_seg == 1:
+        kern.launch(cfg['grid'], args + [_ptr(None), _ptr(None), ctypes.c_int(n_chunks * cfg['T']),
+                                         ctypes.c_int(0)], dev)
+    else:
+        # Pass 1: per segment, the dh it hands to the segment before it (from a zero incoming dh) and its decay;
+        # pass 2: every segment from its true incoming dh, writing the gradients.
+        seg_len = -(-n_chunks // n_seg) * cfg['T']
+        n_seg = -(-seqlen // seg_len)
+        grid = cfg['grid'][:2] + (n_seg,)
+        seg_carry = torch.empty((batch, n_seg, dim, dstate), dtype=torch.float32, device=dev)
+        seg_decay = torch.empty_like(seg_carry)
+        extra = [_ptr(seg_carry), _ptr(seg_decay), ctypes.c_int(seg_len)]
+        kern.launch(grid, args + extra + [ctypes.c_int(1)], dev)
+        kern.launch(grid, args + extra + [ctypes.c_int(2)], dev)
+    if delta.dtype != u.dtype:
+        ddelta = ddelta.to(delta.dtype)
+    if z is not None and z.dtype != u.dtype:
+        dz = dz.to(z.dtype)
+    return du, ddelta, dA, dB, dC, dD, dz, dbias
+
+
+def ckpt_shape(batch, dim, groups, dstate, seqlen):
+    """Shape of the state checkpoints the forward stores for the backward (one per chunk of T steps)."""
+    return (batch, dim, -(-seqlen // launch_config(batch, dim, groups, dstate, seqlen, grad=True)['T']), dstate)
+
+
+def _check_ready(u):
+    if u.device.type != 'cuda':
+        raise RuntimeError(f'selective_scan_cuda runs on CUDA tensors only; got a tensor on {u.device}. '
+                           'Use the PyTorch backend for CPU tensors.')
+    reason = unavailable_reason()
+    if reason:
+        raise RuntimeError(f'selective_scan_cuda is not available here: {reason}')
+
+
+# Eager calls go through an autograd.Function, torch.compile through the registered custom ops
+# mamba_sr_archs::cuda_scan_fwd / _bwd; both launch the same kernels.
+_SCAN = KernelScan('cuda_scan', sys.modules[__name__], _check_ready, MAX_DSTATE, 'selective_scan_cuda')
+
+
+def selective_scan_cuda(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                        return_last_state=False):
+    """CUDA (NVRTC) selective scan with mamba_ssm ``selective_scan_fn`` semantics.
+
+    Returns ``out`` (b, d, L) in the dtype of ``u``, or ``(out, last_state)`` with last_state (b, d, N) float32
+    when ``return_last_state``.  Differentiable in u, delta, A, B, C, D, z and delta_bias; N <= 64.
+    """
+    return _SCAN(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)

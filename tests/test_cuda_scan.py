@@ -1,0 +1,127 @@
+"""The NVRTC CUDA scan backend on a machine without a GPU: its kernels compile for Hopper and Ampere with NVRTC at
+every configuration the launcher can pick, and the launch configurations keep the kernels' invariants.
+
+The kernels' numbers are checked on a GPU by ``scripts/bench_gpu.py`` (float64 reference, every gradient); see
+docs/benchmarks.md.
+"""
+import ctypes
+
+import pytest
+import torch
+
+from mamba_sr_archs.ops import cuda_scan as cs
+from mamba_sr_archs.ops import available_backends
+
+
+def _nvrtc_or_skip():
+    try:
+        return cs._find_nvrtc()
+    except OSError as exc:
+        pytest.skip(f'NVRTC library not present: {exc}')
+
+
+def _compile_ptx(defines, arch='compute_90'):
+    """NVRTC-compile the kernels' source to PTX (no GPU needed); returns (ok, log)."""
+    nvrtc = _nvrtc_or_skip()
+    with open(cs._SRC) as f:
+        source = f.read().encode()
+    options = [f'--gpu-architecture={arch}', '--use_fast_math', '-std=c++17']
+    options += [f'-DSS_{k}={int(v)}' for k, v in sorted(defines.items())]
+    prog = ctypes.c_void_p()
+    assert nvrtc.nvrtcCreateProgram(ctypes.byref(prog), source, b'selective_scan.cu', 0, None, None) == 0
+    try:
+        opts = (ctypes.c_char_p * len(options))(*[o.encode() for o in options])
+        res = nvrtc.nvrtcCompileProgram(prog, len(options), opts)
+        size = ctypes.c_size_t()
+        nvrtc.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+        log = ctypes.create_string_buffer(size.value)
+        nvrtc.nvrtcGetProgramLog(prog, log)
+        ptx = b''
+        if res == 0:
+            nvrtc.nvrtcGetPTXSize(prog, ctypes.byref(size))
+            buf = ctypes.create_string_buffer(size.value)
+            nvrtc.nvrtcGetPTX(prog, buf)
+            ptx = buf.value
+        return res == 0, log.value.decode(), ptx.decode()
+    finally:
+        nvrtc.nvrtcDestroyProgram(ctypes.byref(prog))
+
+
+SHAPES = [  # batch, dim, groups, dstate, seqlen: the networks' training and inference shapes and edge cases
+    (16, 96, 1, 8, 4096), (16, 384, 1, 16, 4096), (16, 240, 1, 32, 4096), (1, 384, 1, 16, 65536),
+    (2, 16, 1, 64, 2049), (16, 16, 1, 1, 2049), (1, 8, 1, 2, 5), (16, 12, 3, 8, 16384), (1, 40, 1, 64, 4096),
+    (4, 7, 1, 5, 33),
+]
+
+
+@pytest.mark.parametrize('shape', SHAPES)
+@pytest.mark.parametrize('grad', [True, False])
+def test_launch_config_keeps_kernel_invariants(shape, grad):
+    batch, dim, groups, dstate, seqlen = shape
+    c = cs.launch_config(batch, dim, groups, dstate, seqlen, grad=grad)
+    npad = cs._next_pow2(dstate)
+    nthreads = c['DB'] * c['TPC']
+    assert c['NS'] * c['TPC'] == npad and 32 % c['TPC'] == 0          # a channel's lanes inside one warp
+    assert nthreads % 32 == 0 and nthreads % c['T'] == 0               # whole warps; whole rows per staging pass
+    assert c['T'] % c['TPC'] == 0 and c['T'] % c['RG'] == 0 and (2 * c['RG']) % c['TPC'] == 0
+    assert c['RG'] * c['NS'] * 2 >= 32 // c['TPC']                    # dB/dC reduce-scatter over the warp's channels
+    nw = nthreads // 32
+    assert (7 * c['DB'] + 2 * npad + 2 * nw * npad) * (c['T'] + 1) * 4 <= 48 * 1024   # static shared memory
+    assert c['grid'] == (groups * c['n_dblk'], batch, 1) and c['n_dblk'] * c['DB'] >= dim // groups
+    # the checkpoint grid of the autograd forward is the backward's
+    assert cs.ckpt_shape(batch, dim, groups, dstate, seqlen)[2] == -(-seqlen // cs.launch_config(
+        batch, dim, groups, dstate, seqlen, grad=True)['T'])
+
+
+@pytest.mark.parametrize('shape,z,kind,softplus', [
+    ((16, 384, 1, 16, 4096), True, 0, True), ((16, 384, 1, 16, 4096), True, 1, True),
+    ((16, 96, 1, 8, 4096), False, 0, True), ((16, 240, 1, 32, 4096), True, 2, True),
+    ((2, 16, 1, 64, 2049), True, 0, False), ((16, 16, 1, 1, 2049), False, 1, True),
+    ((1, 8, 1, 2, 5), True, 0, True),
+])
+def test_kernels_compile_with_nvrtc(shape, z, kind, softplus):
+    batch, dim, groups, dstate, seqlen = shape
+    for grad in (True, False):
+        c = cs.launch_config(batch, dim, groups, dstate, seqlen, grad=grad)
+        defines = dict(NS=c['NS'], TPC=c['TPC'], DB=c['DB'], T=c['T'], RG=c['RG'], BWD_MINB=1, HAS_D=1,
+                       HAS_Z=z, HAS_BIAS=1, SOFTPLUS=softplus, IN_KIND=kind, BC_KIND=kind, STORE_CKPT=grad)
+        ok, log, ptx = _compile_ptx(defines)
+        assert ok, log
+        assert '.entry ssm_fwd' in ptx and '.entry ssm_bwd' in ptx
+
+
+def test_kernels_compile_for_ampere_too():
+    c = cs.launch_config(16, 384, 1, 16, 4096)
+    defines = dict(NS=c['NS'], TPC=c['TPC'], DB=c['DB'], T=c['T'], RG=c['RG'], BWD_MINB=1, HAS_D=1, HAS_Z=1,
+                   HAS_BIAS=1, SOFTPLUS=1, IN_KIND=1, BC_KIND=1, STORE_CKPT=1)
+    ok, log, _ = _compile_ptx(defines, arch='compute_80')
+    assert ok, log
+
+
+def test_a_broken_configuration_fails_with_the_compiler_log():
+    # TPC must divide 32: the source's static_assert has to fire, and the launcher would report NVRTC's log
+    ok, log, _ = _compile_ptx(dict(NS=1, TPC=3, DB=32, T=16, RG=2, BWD_MINB=1, HAS_D=0, HAS_Z=0, HAS_BIAS=0,
+                                   SOFTPLUS=0, IN_KIND=0, BC_KIND=0, STORE_CKPT=0))
+    assert not ok and 'TPC must divide 32' in log
+
+
+def test_segments_only_for_small_grids():
+    c = cs.launch_config(16, 384, 1, 16, 4096)
+    assert cs._segments(c, 16, 1, 4096, 132) == 1                     # MMA-B training: enough warps
+    c = cs.launch_config(1, 384, 1, 16, 65536, grad=False)
+    s = cs._segments(c, 1, 1, 65536, 132)                               # one 256x256 image: split
+    assert 2 <= s <= 64
+    cs._CONFIG_OVERRIDE['SEGMENTS'] = 3
+    try:
+        assert cs._segments(c, 1, 1, 65536, 132) == 3
+    finally:
+        cs._CONFIG_OVERRIDE.clear()
+
+
+def test_cpu_tensors_get_a_clear_error():
+    u = torch.randn(1, 4, 8)
+    A = -torch.rand(4, 2)
+    B = torch.randn(1, 2, 8)
+    with pytest.raises(RuntimeError, match='CUDA tensors only'):
+        cs.selective_scan_cuda(u, u, A, B, B)
+    assert "cuda" not in available_backends("cpu")
