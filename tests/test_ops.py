@@ -235,14 +235,14 @@ def test_argument_wins_over_env_var(monkeypatch):
 
 
 def test_unknown_backend_errors(monkeypatch):
-    with pytest.raises(ValueError, match=r"unknown selective-scan backend 'cuda_magic'.*auto, mamba_ssm, triton"):
+    with pytest.raises(ValueError, match=r"unknown selective-scan backend 'cuda_magic'.*auto, cuda, mamba_ssm, triton"):
         selective_scan(**_small_args(), backend='cuda_magic')
     monkeypatch.setenv(ENV_VAR, 'fast')
     with pytest.raises(ValueError, match=f'unknown selective-scan backend .*{ENV_VAR}'):
         selective_scan(**_small_args())
 
 
-@pytest.mark.parametrize('name', ['mamba_ssm', 'triton'])
+@pytest.mark.parametrize('name', ['cuda', 'mamba_ssm', 'triton'])
 def test_cuda_backend_on_cpu_tensors_errors(name, monkeypatch):
     with pytest.raises(RuntimeError, match=f"'{name}' was requested but is unavailable: it needs CUDA tensors"):
         selective_scan(**_small_args(), backend=name)

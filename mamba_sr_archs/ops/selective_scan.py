@@ -10,6 +10,8 @@ uses group ``d // (D_inner / G)``.
 
 Backends (picked per call, see :func:`selective_scan`):
 
+* ``'cuda'``      -- ``.cuda_scan.selective_scan_cuda``: CUDA C++ kernels compiled at run time with NVRTC (CUDA tensors,
+  compute capability >= 8.0; no build step);
 * ``'triton'``    -- ``.triton_scan.selective_scan_triton`` (CUDA tensors, when triton and that module import);
 * ``'mamba_ssm'`` -- ``mamba_ssm.ops.selective_scan_interface.selective_scan_fn`` (CUDA tensors, when installed);
 * ``'torch'``     -- the chunked pure-PyTorch scan below (any device; the CPU path);
@@ -40,9 +42,12 @@ __all__ = ['selective_scan', 'selective_scan_ref', 'selective_scan_torch', 'avai
            'BACKENDS', 'ENV_VAR']
 
 ENV_VAR = 'MAMBA_SR_SCAN_BACKEND'
-# Also the automatic priority order on CUDA: mamba_ssm's compiled kernel first while it is measurably faster than
-# our Triton kernel (1.6-5.5x on an H100, docs/benchmarks.md); Triton needs no compile step and comes next.
-BACKENDS = ('mamba_ssm', 'triton', 'torch', 'ref')
+# Also the automatic priority order on CUDA: our NVRTC kernels first (faster than mamba_ssm's compiled kernel at the
+# N >= 16 network shapes on an H100, docs/benchmarks.md), then mamba_ssm, then Triton; for N <= 8 mamba_ssm, when
+# installed, comes before ours (_SMALL_STATE_ORDER: it is faster there).
+BACKENDS = ('cuda', 'mamba_ssm', 'triton', 'torch', 'ref')
+_GPU_BACKENDS = ('cuda', 'mamba_ssm', 'triton')
+_SMALL_STATE_ORDER = ('mamba_ssm', 'cuda', 'triton')
 _LAST = {'backend': None}
 
 
@@ -443,6 +448,12 @@ def _import_backend(name):
                 if hasattr(module, 'is_available') and not module.is_available():
                     raise ImportError('triton_scan.is_available() is False (no CUDA device?)')
                 fn = module.selective_scan_triton
+            elif name == 'cuda':
+                module = importlib.import_module(__package__ + '.cuda_scan')
+                reason = module.unavailable_reason()
+                if reason:
+                    raise ImportError(reason)
+                fn = module.selective_scan_cuda
             else:
                 fn = importlib.import_module('mamba_ssm.ops.selective_scan_interface').selective_scan_fn
             _IMPORTS[name] = (fn, None)
@@ -461,7 +472,7 @@ def available_backends(device=None):
     """Backends usable for tensors on ``device`` (default: CUDA if available, else CPU), in automatic priority."""
     usable = []
     for name in BACKENDS:
-        if name in ('triton', 'mamba_ssm'):
+        if name in _GPU_BACKENDS:
             if _device_type(device) == 'cuda' and _import_backend(name)[0] is not None:
                 usable.append(name)
         else:
@@ -488,7 +499,7 @@ def _requested_backend(backend):
     return name
 
 
-def _pick_backend(backend, u, dtype, time_invariant_bc):
+def _pick_backend(backend, u, dtype, time_invariant_bc, dstate=16):
     name = _requested_backend(backend)
     device_type = u.device.type
     if name != 'auto':
@@ -498,9 +509,9 @@ def _pick_backend(backend, u, dtype, time_invariant_bc):
                                f"Available here: {', '.join(available_backends(u.device))}")
         return name
     if device_type == 'cuda' and dtype != torch.float64:  # the CUDA kernels have no float64 path
-        for candidate in ('mamba_ssm', 'triton'):
-            if candidate == 'triton' and time_invariant_bc:  # (dim, N) B/C: only mamba_ssm and torch take it
-                continue
+        for candidate in (_SMALL_STATE_ORDER if dstate <= 8 else _GPU_BACKENDS):
+            if candidate in ('triton', 'cuda') and (time_invariant_bc or dstate > 64):
+                continue        # (dim, N) B/C or N > 64: only mamba_ssm and torch take them
             if _unavailable_reason(candidate, device_type) is None:
                 return candidate
     return 'torch'
@@ -517,15 +528,16 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         D: (dim,) skip weight; z: (batch, dim, seqlen) gate, out *= silu(z); delta_bias: (dim,).
         delta_softplus: apply softplus to ``delta + delta_bias``.
         return_last_state: also return the final state (batch, dim, dstate) in float32 (float64 for float64 input).
-        backend: 'auto' (default), 'triton', 'mamba_ssm', 'torch' or 'ref'.  None reads the environment variable
-            ``MAMBA_SR_SCAN_BACKEND`` (same names); the argument wins over the variable.  Auto picks, for CUDA
-            tensors, mamba_ssm, then triton, then torch (float64 inputs always take torch); for CPU tensors
-            torch.  An unavailable explicit choice raises RuntimeError, an unknown name ValueError.
+        backend: 'auto' (default), 'cuda', 'triton', 'mamba_ssm', 'torch' or 'ref'.  None reads the environment
+            variable ``MAMBA_SR_SCAN_BACKEND`` (same names); the argument wins over the variable.  Auto picks, for
+            CUDA tensors, cuda, then mamba_ssm, then triton (for N <= 8 mamba_ssm first), then torch (float64
+            inputs always take torch); for CPU tensors torch.  An unavailable explicit choice raises RuntimeError, an unknown name ValueError.
 
     Returns:
         out (batch, dim, seqlen) in u's dtype, or (out, last_state).
     """
-    name = _pick_backend(backend, u, _compute_dtype(u, delta, A, B, C), B.dim() == 2 or C.dim() == 2)
+    name = _pick_backend(backend, u, _compute_dtype(u, delta, A, B, C), B.dim() == 2 or C.dim() == 2,
+                         A.shape[-1] if A.dim() == 2 else 16)
     args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     if name == 'torch':
         result = selective_scan_torch(*args)
