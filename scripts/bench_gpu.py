@@ -32,7 +32,11 @@ import torch.nn.functional as F
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from mamba_sr_archs.ops import cuda_scan as cs  # noqa: E402
 from mamba_sr_archs.ops import triton_scan as ts  # noqa: E402
+
+# The compiled scan backends of this package: name -> (module, selective_scan function).
+BACKENDS = {'triton': (ts, ts.selective_scan_triton), 'cuda': (cs, cs.selective_scan_cuda)}
 
 LOG_LINES = []
 
@@ -137,7 +141,7 @@ def cast_inputs(ins, dtype):
     return out
 
 
-def check_case(case, dtype):
+def check_case(case, dtype, backend='triton'):
     b, d, L, N, G = case['b'], case['d'], case['L'], case['N'], case['G']
     flags = dict(has_z=case.get('z', True), has_D=case.get('D', True), has_bias=case.get('bias', True),
                  softplus=case.get('softplus', True), extreme=case.get('extreme', False))
@@ -150,19 +154,20 @@ def check_case(case, dtype):
     (y64 * w).sum().backward()
 
     tin = [t.detach().clone().requires_grad_() if t is not None else None for t in ins]
-    ts._POISON_OUTPUTS = True
+    mod, scan = BACKENDS[backend]
+    mod._POISON_OUTPUTS = True
     try:
-        out, last = ts.selective_scan_triton(*tin, delta_softplus=flags['softplus'], return_last_state=True)
+        out, last = scan(*tin, delta_softplus=flags['softplus'], return_last_state=True)
         out.backward(w.to(out.dtype))
-        # Without autograd the forward may split long sequences into segments (triton_scan.num_segments): it is
+        # Without autograd the forward may split long sequences into segments (num_segments): it is
         # checked against the reference too, and run twice to check that it is deterministic.
         with torch.no_grad():
             plain = [t.detach() if t is not None else None for t in tin]
-            out2, last2 = ts.selective_scan_triton(*plain, delta_softplus=flags['softplus'], return_last_state=True)
-            out3, last3 = ts.selective_scan_triton(*plain, delta_softplus=flags['softplus'], return_last_state=True)
+            out2, last2 = scan(*plain, delta_softplus=flags['softplus'], return_last_state=True)
+            out3, last3 = scan(*plain, delta_softplus=flags['softplus'], return_last_state=True)
         torch.cuda.synchronize()
     finally:
-        ts._POISON_OUTPUTS = False
+        mod._POISON_OUTPUTS = False
     res = {'out': rel_err(out, y64.detach()), 'last': rel_err(last, last64.detach()),
            'out_nograd': rel_err(out2, y64.detach()), 'last_nograd': rel_err(last2, last64.detach())}
     finite = bool(torch.isfinite(out).all() and torch.isfinite(last).all())
@@ -193,8 +198,8 @@ GRID = [
 ]
 
 
-def section_grid(results):
-    log('\n== Correctness: Triton vs float64 sequential reference (norm-relative errors) ==')
+def section_grid(results, backend='triton'):
+    log(f'\n== Correctness: {backend} vs float64 sequential reference (norm-relative errors) ==')
     hdr = f"{'b':>3} {'d':>4} {'L':>6} {'N':>3} {'G':>2} {'flags':<18} {'dtype':<5} " \
           f"{'out':>8} {'last':>8} {'nograd':>8} {'worst grad':>16} {'finite':>6} {'det':>4} {'pass':>5}"
     log(hdr)
@@ -204,7 +209,7 @@ def section_grid(results):
         for dtype in (torch.float32, torch.bfloat16):
             t0 = time.time()
             try:
-                errs, finite, det = check_case(case, dtype)
+                errs, finite, det = check_case(case, dtype, backend)
             except Exception as exc:  # report and keep going
                 log(f'FAILED {case} {dtype}: {exc!r}')
                 traceback.print_exc()
@@ -228,9 +233,10 @@ def section_grid(results):
                 f"{'ok' if ok else 'FAIL':>5}  ({time.time() - t0:.1f}s)")
             rows.append(dict(case=case, dtype=str(dtype), errors=errs, finite=finite, deterministic=det,
                              tolerance=None if case.get('extreme') else tol, passed=ok))
-    log(f'grid: {"ALL PASS" if all_ok else "SOME FAILED"}  (extreme rows gate on finiteness only)')
-    results['grid'] = rows
-    results['grid_all_pass'] = all_ok
+    log(f'grid ({backend}): {"ALL PASS" if all_ok else "SOME FAILED"}  (extreme rows gate on finiteness only)')
+    suffix = '' if backend == 'triton' else '_' + backend
+    results['grid' + suffix] = rows
+    results['grid_all_pass' + suffix] = all_ok
 
     # Cross-check the repository's reference against the float64 one at a small shape.
     try:
@@ -330,7 +336,7 @@ def section_segments(results, counts=(1, 2, 4, 8, 16)):
     results['segments'] = rows
 
 
-def section_timing(results, bw, mamba_fn=None, triton_impl=True, key='timing'):
+def section_timing(results, bw, mamba_fn=None, triton_impl=True, key='timing', impls=('triton',)):
     log('\n== Timings (median ms; floor = bytes that must move / measured copy bandwidth) ==')
     log(f"{'shape':<20} {'b':>3} {'d':>4} {'L':>6} {'N':>3} {'dtype':<5} {'impl':<7} {'fwd ms':>8} "
         f"{'fwd floor':>9} {'fwd+bwd ms':>10} {'f+b floor':>9} {'f+b % floor':>11}")
@@ -339,10 +345,11 @@ def section_timing(results, bw, mamba_fn=None, triton_impl=True, key='timing'):
         for dtype in (torch.float32, torch.bfloat16):
             elt = torch.tensor([], dtype=dtype).element_size()
             fb, bb = floor_bytes(b, d, L, N, G, has_z, elt)
-            impls = [('triton', lambda *a: ts.selective_scan_triton(*a, delta_softplus=True))] if triton_impl else []
+            fns = [(name_, lambda *a, f=BACKENDS[name_][1]: f(*a, delta_softplus=True))
+                   for name_ in impls] if triton_impl else []
             if mamba_fn is not None:
-                impls.append(('mamba', lambda *a: mamba_fn(*a, delta_softplus=True)))
-            for impl, fn in impls:
+                fns.append(('mamba', lambda *a: mamba_fn(*a, delta_softplus=True)))
+            for impl, fn in fns:
                 try:
                     ins = timing_inputs(b, d, L, N, G, has_z, dtype)
                     t_f = time_fn(fn, ins)
@@ -362,7 +369,8 @@ def section_timing(results, bw, mamba_fn=None, triton_impl=True, key='timing'):
                                  cfg_fwd=ts.launch_config(b, d, max(G, 1), N, L, 'fwd', ts._sm_count(
                                      torch.device('cuda'))) if impl == 'triton' else None,
                                  cfg_bwd=ts.launch_config(b, d, max(G, 1), N, L, 'bwd', ts._sm_count(
-                                     torch.device('cuda'))) if impl == 'triton' else None))
+                                     torch.device('cuda'))) if impl == 'triton' else None,
+                                 cfg_cuda=cs.launch_config(b, d, max(G, 1), N, L) if impl == 'cuda' else None))
                 torch.cuda.empty_cache()
     results[key] = rows
 
@@ -436,6 +444,41 @@ load(name='selective_scan_cuda', sources=[src + '/csrc/selective_scan/' + n for 
      extra_cuda_cflags=flags, extra_cflags=['-O3', '-std=c++17'], build_directory=bdir, verbose=True)
 print('BUILD OK')
 """
+
+
+# Launch configurations of the CUDA kernels: (NS states per thread, T chunk length, threads per block).
+SWEEP_CUDA = [(1, 16, 128, 1), (2, 16, 128, 1), (4, 16, 128, 1), (2, 16, 128, 4), (4, 16, 128, 3),
+              (2, 8, 128, 1), (1, 8, 128, 1), (2, 16, 64, 1), (4, 8, 128, 1)]
+
+
+def section_cuda_sweep(results, until, dtypes=(torch.float32,)):
+    log('\n== Launch-configuration sweep of the CUDA kernels (NS, T, threads; median ms) ==')
+    rows = []
+    for name, b, d, L, N, G, has_z in SHAPES:
+        for dtype in dtypes:
+            ins = timing_inputs(b, d, L, N, G, has_z, dtype)
+            fn = lambda *a: cs.selective_scan_cuda(*a, delta_softplus=True)  # noqa: E731
+            for ns, t, nt, minb in SWEEP_CUDA:
+                if time.time() > until:
+                    log('(sweep stopped: time budget)')
+                    results['sweep_cuda'] = rows
+                    return
+                if ns > max(1, N) or N // ns > 32:
+                    continue
+                cs._CONFIG_OVERRIDE.update(NS=ns, T=t, NTHREADS=nt, BWD_MINB=minb)
+                try:
+                    t_f = time_fn(fn, ins, rep=100)
+                    t_fb = time_fn(fn, ins, grad=True, rep=100)
+                except Exception as exc:
+                    log(f'{name} NS={ns} T={t} threads={nt} minb={minb}: FAILED {exc!r}'[:300])
+                    continue
+                finally:
+                    cs._CONFIG_OVERRIDE.clear()
+                log(f'{name:<20} {str(dtype)[6:][:5]:<5} NS={ns} T={t:>2} threads={nt:>3} minb={minb}  fwd {t_f:7.3f}  '
+                    f'fwd+bwd {t_fb:7.3f}')
+                rows.append(dict(shape=name, dtype=str(dtype), NS=ns, T=t, threads=nt, bwd_minb=minb, fwd_ms=t_f,
+                                 fwdbwd_ms=t_fb))
+    results['sweep_cuda'] = rows
 
 
 def start_mamba_build(src, build_dir):
@@ -523,6 +566,11 @@ def main():
     ap.add_argument('--compare-lanes', action='store_true',
                     help="also time the 'lanes' and the 'runs' kernels on every shape, side by side")
     ap.add_argument('--sweep-after-mamba', action='store_true', help='run the sweep after the mamba_ssm timings')
+    ap.add_argument('--impls', nargs='+', default=['triton', 'cuda'], choices=list(BACKENDS),
+                    help='backends of this package to check and time (the grid runs for each)')
+    ap.add_argument('--grid-impls', nargs='+', default=None, choices=list(BACKENDS),
+                    help='backends the correctness grid runs for (default: --impls)')
+    ap.add_argument('--cuda-sweep', action='store_true', help='sweep the CUDA kernels\' launch configurations')
     args = ap.parse_args()
     if not torch.cuda.is_available() or not ts.is_available():
         sys.exit('bench_gpu.py needs a CUDA GPU and Triton')
@@ -547,10 +595,16 @@ def main():
     def save():
         write_results(args.out, results)
 
+    if 'cuda' in args.impls and not cs.is_available():
+        log(f'CUDA kernels unavailable: {cs.unavailable_reason()}')
+        args.impls = [i for i in args.impls if i != 'cuda']
     if not args.skip_grid:
-        guarded('grid section', lambda: section_grid(results), save)
+        for impl in [i for i in (args.grid_impls or args.impls) if i in args.impls]:
+            guarded(f'grid section ({impl})', lambda impl=impl: section_grid(results, impl), save)
     if not args.skip_timing:
-        guarded('timing section', lambda: section_timing(results, bw), save)
+        guarded('timing section', lambda: section_timing(results, bw, impls=args.impls), save)
+    if args.cuda_sweep and 'cuda' in args.impls:
+        guarded('cuda sweep', lambda: section_cuda_sweep(results, t_start + args.sweep_until), save)
     if args.segments:
         guarded('segment section', lambda: section_segments(results), save)
     if args.compare_lanes and not args.skip_timing:

@@ -13,7 +13,8 @@ One call builds, checks and times everything and prints one table per section:
   backward, Adam -- or the whole inference forward captured once in a CUDA graph and replayed), and ``compile``
   (torch.compile of the network; first call compiles, ~100 s per network on an H100).
 Modes (``MODES``): ref, fp32-triton, fp32-triton-graph, tf32-triton, tf32-triton-graph, bf16-triton-graph,
-tf32-triton-compile-graph, and tf32-mamba-graph (the fast path with mamba_ssm's scan: shows what the Triton scan costs).
+tf32-triton-compile-graph, the same with ``cuda`` (our NVRTC-compiled CUDA scan) in place of ``triton``, and
+tf32-mamba-graph (the fast path with mamba_ssm's scan: shows what our scan costs against mamba_ssm's).
 Results: docs/benchmarks.md.
 
 Measured per network and mode, at the issue's batch sizes (x2, LR 64x64 patches):
@@ -76,6 +77,12 @@ MODES = {
     'tf32-triton-graph': dict(tf32=True, bf16=False, scan='triton', fused_adam=True, graph=True),
     'bf16-triton-graph': dict(tf32=True, bf16=True, scan='triton', fused_adam=True, graph=True),
     'tf32-mamba-graph': dict(tf32=True, bf16=False, scan='mamba_ssm', fused_adam=True, graph=True),
+    # our NVRTC-compiled CUDA scan (mamba_sr_archs.ops.cuda_scan) in place of the Triton one
+    'fp32-cuda-graph': dict(tf32=False, bf16=False, scan='cuda', fused_adam=True, graph=True),
+    'tf32-cuda-graph': dict(tf32=True, bf16=False, scan='cuda', fused_adam=True, graph=True),
+    'bf16-cuda-graph': dict(tf32=True, bf16=True, scan='cuda', fused_adam=True, graph=True),
+    'tf32-cuda-compile-graph': dict(tf32=True, bf16=False, scan='cuda', fused_adam=True, graph=True,
+                                    compile=True),
     # the Triton forward without splitting long sequences into segments (triton_scan.num_segments)
     'tf32-triton-graph-noseg': dict(tf32=True, bf16=False, scan='triton', fused_adam=True, graph=True,
                                     triton_override={'fwd': {'SEGMENTS': 1}}),
@@ -108,7 +115,8 @@ def apply_mode(mode):
     torch.backends.cudnn.allow_tf32 = cfg['tf32']
     torch.backends.cudnn.benchmark = True   # BasicSR's train.py sets it too
     os.environ[ss.ENV_VAR] = cfg['scan']
-    from mamba_sr_archs.ops import triton_scan
+    from mamba_sr_archs.ops import cuda_scan, triton_scan
+    cuda_scan._CONFIG_OVERRIDE.clear()
     triton_scan._CONFIG_OVERRIDE.clear()
     triton_scan._CONFIG_OVERRIDE.update(cfg.get('triton_override', {}))
     return cfg
