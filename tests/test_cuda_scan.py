@@ -125,3 +125,65 @@ def test_cpu_tensors_get_a_clear_error():
     with pytest.raises(RuntimeError, match='CUDA tensors only'):
         cs.selective_scan_cuda(u, u, A, B, B)
     assert "cuda" not in available_backends("cpu")
+
+
+def _kernel_params(name):
+    """(kind per parameter) of an extern "C" kernel in the source: 'ptr', 'int' or 'll'."""
+    import re
+    with open(cs._SRC) as f:
+        src = f.read()
+    sig = src[src.index(f'\n{name}(') + len(name) + 2:]
+    sig = sig[:sig.index(') {')]
+    kinds = []
+    for param in sig.split(','):
+        param = param.strip()
+        assert re.match(r'^(const )?\w+ \*__restrict__ \w+$|^int \w+$|^long long \w+$', param), param
+        kinds.append('ptr' if '*' in param else 'll' if param.startswith('long long') else 'int')
+    return kinds
+
+
+class _Recorder:
+    def __init__(self, name):
+        self.name, self.calls = name, []
+
+    def launch(self, grid, args, device):
+        self.calls.append((grid, args))
+
+
+def _ctype_kind(a):
+    return {ctypes.c_void_p: 'ptr', ctypes.c_int: 'int', ctypes.c_longlong: 'll'}[type(a)]
+
+
+@pytest.mark.parametrize('batch,seqlen,segments', [(16, 4096, 1), (1, 65536, 4)])
+def test_launchers_pass_the_kernels_parameters(monkeypatch, batch, seqlen, segments):
+    """The ctypes argument lists match the kernels' signatures (count and kind, in order), with and without the
+    two-pass split of long sequences; checked on the CPU by recording the launches instead of running them."""
+    kernels = {}
+
+    def fake_kernel(name, defines, device):
+        return kernels.setdefault((name, defines['STORE_CKPT']), _Recorder(name))
+
+    class Props:
+        multi_processor_count = 132
+
+    monkeypatch.setattr(cs, '_kernel', fake_kernel)
+    monkeypatch.setattr(torch.cuda, 'get_device_properties', lambda dev: Props())
+    monkeypatch.setitem(cs._CONFIG_OVERRIDE, 'SEGMENTS', segments)
+    d, N = 8, 16
+    u, delta, z = (torch.randn(batch, d, seqlen) for _ in range(3))
+    A, D, bias = -torch.rand(d, N), torch.randn(d), torch.randn(d)
+    B4, C4 = torch.randn(batch, 1, N, seqlen), torch.randn(batch, 1, N, seqlen)
+    out, last, ckpt = cs._fwd(u, delta, A, B4, C4, D, z, bias, True, True)
+    assert out.shape == u.shape and last.shape == (batch, d, N)
+    assert ckpt.shape == cs.ckpt_shape(batch, d, 1, N, seqlen)
+    grads = cs._bwd(torch.randn_like(u), u, delta, A, B4, C4, D, z, bias, True, ckpt)
+    assert [tuple(g.shape) for g in grads] == [u.shape, u.shape, A.shape, B4.shape, B4.shape, D.shape, z.shape,
+                                               bias.shape]
+    fwd_kinds, bwd_kinds = _kernel_params('ssm_fwd'), _kernel_params('ssm_bwd')
+    n_launches = {'ssm_fwd': 0, 'ssm_bwd': 0}
+    for rec in kernels.values():
+        for grid, args in rec.calls:
+            assert [_ctype_kind(a) for a in args] == (fwd_kinds if rec.name == 'ssm_fwd' else bwd_kinds)
+            assert grid[2] == segments
+            n_launches[rec.name] += 1
+    assert n_launches == ({'ssm_fwd': 1, 'ssm_bwd': 1} if segments == 1 else {'ssm_fwd': 2, 'ssm_bwd': 2})

@@ -61,6 +61,22 @@ def prepare_inputs(u, delta, A, B, C, D, z, delta_bias, max_dstate, fn_name):
     return u, delta, B4, C4, D, z, delta_bias
 
 
+def grad_buffers(u, delta, z, D, delta_bias, groups, dstate, atomic_bc, empty):
+    """Output buffers of a backward kernel: du, ddelta, dz in their inputs' dtypes (ddelta/dz in ``delta``/``z``'s
+    dtype), float32 dB/dC (b, G, N, L) (zeroed when several programs add into them, ``atomic_bc``) and zeroed
+    float32 dA, dD, d(delta_bias) (sums over the batch).  ``empty(shape, dtype, device)`` allocates the others."""
+    batch, dim, seqlen = u.shape
+    dev = u.device
+    f32 = dict(dtype=torch.float32, device=dev)
+    bc = torch.zeros if atomic_bc else (lambda shape, dtype, device: empty(shape, dtype, device))
+    return dict(du=empty((batch, dim, seqlen), u.dtype, dev), ddelta=empty((batch, dim, seqlen), delta.dtype, dev),
+                dz=empty((batch, dim, seqlen), z.dtype, dev) if z is not None else None,
+                dB=bc((batch, groups, dstate, seqlen), **f32), dC=bc((batch, groups, dstate, seqlen), **f32),
+                dA=torch.zeros((dim, dstate), **f32),
+                dD=torch.zeros((dim,), **f32) if D is not None else None,
+                dbias=torch.zeros((dim,), **f32) if delta_bias is not None else None)
+
+
 def _regroup(grad, shape):
     """dB/dC of the (b, G, N, L) view back to the caller's B/C shape (undoing a repeat_interleave of groups)."""
     g0 = 1 if len(shape) == 3 else shape[1]

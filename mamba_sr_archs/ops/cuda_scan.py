@@ -21,7 +21,7 @@ import threading
 
 import torch
 
-from ._kernel_scan import KernelScan
+from ._kernel_scan import KernelScan, grad_buffers
 
 __all__ = ['selective_scan_cuda', 'is_available', 'launch_config', 'unavailable_reason']
 
@@ -254,14 +254,18 @@ def _strides(*tensors_dims):
     return [ctypes.c_longlong(t.stride(i) if t is not None else 0) for t, dims in tensors_dims for i in dims]
 
 
+def _shape_config(u, A, B4, grad):
+    """(batch, dim, seqlen, dstate, groups, sm_count, launch configuration) of one call."""
+    batch, dim, seqlen = u.shape
+    dstate, groups = A.shape[1], B4.shape[1]
+    sm = torch.cuda.get_device_properties(u.device).multi_processor_count
+    return batch, dim, seqlen, dstate, groups, sm, launch_config(batch, dim, groups, dstate, seqlen, sm, grad=grad)
+
+
 def _fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt):
     C4 = C4.to(B4.dtype)
-    batch, dim, seqlen = u.shape
-    dstate = A.shape[1]
-    groups = B4.shape[1]
+    batch, dim, seqlen, dstate, groups, sm, cfg = _shape_config(u, A, B4, bool(store_ckpt))
     dev = u.device
-    sm = torch.cuda.get_device_properties(dev).multi_processor_count
-    cfg = launch_config(batch, dim, groups, dstate, seqlen, sm, grad=bool(store_ckpt))
     n_chunks = -(-seqlen // cfg['T'])
     out = _empty((batch, dim, seqlen), u.dtype, dev)
     last = _empty((batch, dim, dstate), torch.float32, dev)
@@ -299,33 +303,23 @@ def _fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt):
 
 def _bwd(dout, u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, ckpt):
     C4 = C4.to(B4.dtype)
-    batch, dim, seqlen = u.shape
-    dstate = A.shape[1]
-    groups = B4.shape[1]
+    batch, dim, seqlen, dstate, groups, sm, cfg = _shape_config(u, A, B4, True)
     dev = u.device
-    sm = torch.cuda.get_device_properties(dev).multi_processor_count
-    cfg = launch_config(batch, dim, groups, dstate, seqlen, sm, grad=True)
     n_chunks = ckpt.shape[2]
     assert n_chunks == -(-seqlen // cfg['T']), 'chunk length changed between forward and backward'
     if dout.stride(-1) != 1:
         dout = dout.contiguous()
     if dout.dtype != u.dtype:
         dout = dout.to(u.dtype)
-    du = _empty((batch, dim, seqlen), u.dtype, dev)
-    ddelta = _empty((batch, dim, seqlen), u.dtype, dev)
-    atomic = cfg['n_dblk'] > 1
-    alloc_bc = torch.zeros if atomic else _empty
-    dB = alloc_bc((batch, groups, dstate, seqlen), dtype=torch.float32, device=dev)
-    dC = alloc_bc((batch, groups, dstate, seqlen), dtype=torch.float32, device=dev)
-    dA = torch.zeros((dim, dstate), dtype=torch.float32, device=dev)
-    dD = torch.zeros((dim,), dtype=torch.float32, device=dev) if D is not None else None
-    dbias = torch.zeros((dim,), dtype=torch.float32, device=dev) if delta_bias is not None else None
-    dz = _empty((batch, dim, seqlen), u.dtype, dev) if z is not None else None
     A32 = A.float()
     D32 = D.float() if D is not None else None
     bias32 = delta_bias.float() if delta_bias is not None else None
     delta_in = delta.to(u.dtype)
     z_in = z.to(u.dtype) if z is not None else None
+    atomic = cfg['n_dblk'] > 1
+    # The kernel writes du, ddelta and dz in u's dtype; converted below when delta / z have another.
+    g = grad_buffers(u, delta_in, z_in, D, delta_bias, groups, dstate, atomic, _empty)
+    du, ddelta, dB, dC, dA, dD, dz, dbias = (g[k] for k in ('du', 'ddelta', 'dB', 'dC', 'dA', 'dD', 'dz', 'dbias'))
     kern = _kernel('ssm_bwd', _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, STORE_CKPT=0), dev)
     args = [_ptr(u), _ptr(delta_in), _ptr(A32), _ptr(B4), _ptr(C4), _ptr(D32), _ptr(z_in), _ptr(bias32), _ptr(dout),
             _ptr(ckpt),

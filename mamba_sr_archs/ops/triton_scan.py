@@ -49,7 +49,7 @@ import sys
 
 import torch
 
-from ._kernel_scan import KernelScan, last_contig as _last_contig
+from ._kernel_scan import KernelScan, grad_buffers, last_contig as _last_contig
 
 try:  # Triton is optional: CPU-only installs import this module and never call it.
     import triton
@@ -853,16 +853,9 @@ def _bwd(dout, u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, ckpt):
     assert n_chunks == -(-seqlen // cfg['BLOCK_L']), 'chunk length changed between forward and backward'
     dev = u.device
     dout = _last_contig(dout)
-    du = _empty((batch, dim, seqlen), u.dtype, dev)
-    ddelta = _empty((batch, dim, seqlen), delta.dtype, dev)
     atomic = cfg['n_dblk'] > 1
-    alloc_bc = torch.zeros if atomic else _empty
-    dB = alloc_bc((batch, groups, dstate, seqlen), dtype=torch.float32, device=dev)
-    dC = alloc_bc((batch, groups, dstate, seqlen), dtype=torch.float32, device=dev)
-    dA = torch.zeros((dim, dstate), dtype=torch.float32, device=dev)
-    dD = torch.zeros((dim,), dtype=torch.float32, device=dev) if D is not None else None
-    dbias = torch.zeros((dim,), dtype=torch.float32, device=dev) if delta_bias is not None else None
-    dz = _empty((batch, dim, seqlen), z.dtype, dev) if z is not None else None
+    g = grad_buffers(u, delta, z, D, delta_bias, groups, dstate, atomic, _empty)
+    du, ddelta, dB, dC, dA, dD, dz, dbias = (g[k] for k in ('du', 'ddelta', 'dB', 'dC', 'dA', 'dD', 'dz', 'dbias'))
     dummy = du
     zz = z if z is not None else u
     if cfg['impl'] == 'runs':
