@@ -187,3 +187,36 @@ def test_launchers_pass_the_kernels_parameters(monkeypatch, batch, seqlen, segme
             assert grid[2] == segments
             n_launches[rec.name] += 1
     assert n_launches == ({'ssm_fwd': 1, 'ssm_bwd': 1} if segments == 1 else {'ssm_fwd': 2, 'ssm_bwd': 2})
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.parametrize('batch,dim,seqlen,dstate,grouped,segments', [
+    (2, 24, 333, 16, False, None), (3, 16, 1000, 8, True, None), (1, 8, 4099, 32, False, 4)])
+def test_cuda_scan_matches_the_float64_reference_on_gpu(batch, dim, seqlen, dstate, grouped, segments):
+    """Outputs, last state and every gradient against the sequential reference in float64 (GPU machines only)."""
+    from mamba_sr_archs.ops import selective_scan_ref
+    g = torch.Generator(device='cuda').manual_seed(0)
+    kw = dict(device='cuda', generator=g)
+    bc = (batch, 1, dstate, seqlen) if grouped else (batch, dstate, seqlen)
+    ins = [torch.randn(batch, dim, seqlen, **kw), torch.randn(batch, dim, seqlen, **kw) * 0.5 - 1,
+           -torch.rand(dim, dstate, **kw) * 4 - 0.1, torch.randn(*bc, **kw), torch.randn(*bc, **kw),
+           torch.randn(dim, **kw), torch.randn(batch, dim, seqlen, **kw), torch.randn(dim, **kw) * 0.5]
+    ours = [t.clone().requires_grad_() for t in ins]
+    ref = [t.double().requires_grad_() for t in ins]
+    if segments:
+        cs._CONFIG_OVERRIDE['SEGMENTS'] = segments
+    try:
+        y, last = cs.selective_scan_cuda(*ours, delta_softplus=True, return_last_state=True)
+    finally:
+        cs._CONFIG_OVERRIDE.clear()
+    y64, last64 = selective_scan_ref(*ref, delta_softplus=True, return_last_state=True)
+    w = torch.randn(y.shape, device='cuda', generator=g)
+    (y * w).sum().backward()
+    (y64 * w.double()).sum().backward()
+
+    def rel(a, b):
+        return ((a.double() - b).norm() / b.norm()).item()
+    assert rel(y, y64) < 1e-4 and rel(last, last64) < 1e-4
+    for name, a, b in zip(['u', 'delta', 'A', 'B', 'C', 'D', 'z', 'delta_bias'], ours, ref):
+        assert rel(a.grad, b.grad) < 1e-4, name
