@@ -851,7 +851,6 @@ def _bwd(dout, u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, ckpt):
     cfg = launch_config(batch, dim, groups, dstate, seqlen, 'bwd', _sm_count(u.device))
     n_chunks = ckpt.shape[2]
     assert n_chunks == -(-seqlen // cfg['BLOCK_L']), 'chunk length changed between forward and backward'
-    dev = u.device
     dout = _last_contig(dout)
     atomic = cfg['n_dblk'] > 1
     g = grad_buffers(u, delta, z, D, delta_bias, groups, dstate, atomic, _empty)
