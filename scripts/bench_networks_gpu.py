@@ -83,6 +83,9 @@ MODES = {
     'bf16-cuda-graph': dict(tf32=True, bf16=True, scan='cuda', fused_adam=True, graph=True),
     'tf32-cuda-compile-graph': dict(tf32=True, bf16=False, scan='cuda', fused_adam=True, graph=True,
                                     compile=True),
+    # ``train: {lean_memory: true}``: MMA/MPSI Mamba directions through ops.mamba_inner (fewer saved activations)
+    'tf32-cuda-graph-lean': dict(tf32=True, bf16=False, scan='cuda', fused_adam=True, graph=True, lean=True),
+    'bf16-cuda-graph-lean': dict(tf32=True, bf16=True, scan='cuda', fused_adam=True, graph=True, lean=True),
     # the Triton forward without splitting long sequences into segments (triton_scan.num_segments)
     'tf32-triton-graph-noseg': dict(tf32=True, bf16=False, scan='triton', fused_adam=True, graph=True,
                                     triton_override={'fwd': {'SEGMENTS': 1}}),
@@ -122,10 +125,14 @@ def apply_mode(mode):
     return cfg
 
 
-def build_net(name, seed=0):
+def build_net(name, seed=0, lean=False):
     cls, preset, _ = NETS[name]
     torch.manual_seed(seed)
-    return cls(**dict(preset, upscale=SCALE)).cuda()
+    net = cls(**dict(preset, upscale=SCALE)).cuda()
+    for m in net.modules():            # what MambaSRModel's train: {lean_memory: true} does
+        if hasattr(m, 'lean_memory'):
+            m.lean_memory = lean
+    return net
 
 
 def make_optimizer(net, cfg):
@@ -271,7 +278,7 @@ def cuda_time_ms(fn, iters):
 def bench_train(name, mode, steps):
     cfg = apply_mode(mode)
     batch = NETS[name][2]
-    net = build_net(name)
+    net = build_net(name, lean=cfg.get('lean', False))
     src = BatchSource(synthetic_bank(), batch)
     tr = Trainer(net, cfg, batch)
     lr, hr = src.next()
@@ -301,7 +308,7 @@ def loss_curve(name, mode, steps, seed):
     """Mean L1 loss per step over ``steps`` steps; weights seeded by ``seed``, batches fixed."""
     cfg = apply_mode(mode)
     batch = NETS[name][2]
-    net = build_net(name, seed=seed)
+    net = build_net(name, seed=seed, lean=cfg.get('lean', False))
     bank = synthetic_bank()
     src = BatchSource(bank, batch, seed=0)
     tr = Trainer(net, cfg, batch)

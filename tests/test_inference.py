@@ -222,3 +222,20 @@ def test_compile_option_trains_like_eager(tmp_path):
         torch.testing.assert_close(sd1[k], sd0[k], rtol=1e-5, atol=1e-6, msg=k)
     with pytest.raises(ValueError, match='compile must be'):
         build_model(_model_opt(tmp_path, compile=3))
+
+
+def test_lean_memory_option_marks_the_mamba_layers(tmp_path, caplog):
+    from basicsr.models import build_model
+
+    from mamba_sr_archs.archs.mamba_layer import Mamba
+    opt = _model_opt(tmp_path, lean_memory=True)
+    opt.update(model_type='MMAModel',
+               network_g=dict(type='MMA', num_in_ch=3, num_out_ch=3, num_feat=32, num_block=1, upscale=2))
+    model = build_model(opt)
+    layers = [m for m in model.net_g.modules() if isinstance(m, Mamba)]
+    assert layers and all(m.lean_memory for m in layers)
+    model.feed_data({'lq': torch.rand(1, 3, 8, 8), 'gt': torch.rand(1, 3, 16, 16)})
+    model.optimize_parameters(1)            # CPU: the plain layer runs (no kernel scan backend here)
+    assert math.isfinite(model.log_dict['l_pix'])
+    build_model(_model_opt(tmp_path, lean_memory=True))   # MambaIRv2 has no Mamba (S6) layer: a warning
+    assert 'lean_memory applies to Mamba (S6) layers' in caplog.text

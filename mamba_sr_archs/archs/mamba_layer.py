@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..ops import causal_conv1d, selective_scan
+from ..ops.mamba_inner import mamba_inner
 
 
 def _at_least_f32(t):
@@ -79,6 +80,8 @@ class Mamba(nn.Module):
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
         for p in (self.A_log, self.D) + ((self.A_b_log, self.D_b) if backward_params else ()):
             p._no_weight_decay = True
+        # Memory-lean training path (ops.mamba_inner): set by MambaSRModel's ``train: {lean_memory: true}``.
+        self.lean_memory = False
 
     def _init_A_log(self):
         return s4d_real_A_log(self.d_inner, self.d_state)
@@ -108,13 +111,26 @@ class Mamba(nn.Module):
         return selective_scan(x, delta, A, B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(),
                               _at_least_f32(D), z=z, delta_bias=_at_least_f32(dt_proj.bias), delta_softplus=True)
 
+    def _lean(self, x, z, conv, x_proj, dt_proj, A_log, D, reverse):
+        """:meth:`_scan` (on the reversed sequence when ``reverse``, flipped back) through ops.mamba_inner, which
+        saves far fewer activations; None where it cannot run (then the caller uses :meth:`_scan`)."""
+        return mamba_inner(x, z, conv.weight.squeeze(1), conv.bias, x_proj.weight, dt_proj.weight, dt_proj.bias,
+                           A_log, D, self.dt_rank, self.d_state, reverse=reverse)
+
     def forward(self, hidden_states):
         """hidden_states (batch, length, d_model) -> (batch, length, d_model)."""
         xz = self.in_proj(hidden_states).transpose(1, 2)  # (b, 2 d_inner, l)
         x, z = xz.chunk(2, dim=1)
-        y = self._scan(x, z, self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D)
-        if self.bimamba_type == 'v2':
-            y_b = self._scan(x.flip(-1), z.flip(-1), self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log,
-                             self.D_b)
+        fwd = (self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D)
+        bwd = (self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b) if self.bimamba_type == 'v2' \
+            else None
+        y = self._lean(x, z, *fwd, reverse=False) if self.lean_memory and torch.is_grad_enabled() else None
+        if y is not None:
+            if bwd is not None:
+                y = y + self._lean(x, z, *bwd, reverse=True)
+            return self.out_proj(y.transpose(1, 2))
+        y = self._scan(x, z, *fwd)
+        if bwd is not None:
+            y_b = self._scan(x.flip(-1), z.flip(-1), *bwd)
             y = y + y_b.flip(-1)
         return self.out_proj(y.transpose(1, 2))

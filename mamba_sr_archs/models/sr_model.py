@@ -15,7 +15,10 @@ checkpointing exactly as BasicSR does them) plus
   CUDA graph and replayed every iteration, which removes the launch overhead that leaves the GPU idle half of
   the time; the optimizer step, the non-finite guard and EMA run after the replay as usual), ``compile: true``
   (or a torch.compile backend name: the training forward runs through ``torch.compile(net_g)``; with
-  ``cuda_graph`` it made the MMA-B and MPSI steps 1.35x and 1.41x faster on an H100).  Fused Adam is BasicSR's own ``optim_g: {type: Adam, fused: true}``.  Measured speed:
+  ``cuda_graph`` it made the MMA-B and MPSI steps 1.35x and 1.41x faster on an H100), ``lean_memory: true``
+  (MMA and MPSI: each Mamba direction runs as one autograd Function that keeps its inputs and the scan's
+  checkpoints and recomputes conv, SiLU and the projections in the backward, ops/mamba_inner.py; needs the cuda or
+  triton scan backend, else the plain layer runs; not yet measured on a GPU).  Fused Adam is BasicSR's own ``optim_g: {type: Adam, fused: true}``.  Measured speed:
   docs/benchmarks.md.
 """
 import math
@@ -51,7 +54,8 @@ class MambaSRModel(SRModel):
             self._setup_speed_options(opt['train'])
 
     def _setup_speed_options(self, train_opt):
-        """Read ``tf32`` / ``autocast`` / ``cuda_graph`` from the train options (see the module docstring)."""
+        """Read ``tf32`` / ``autocast`` / ``compile`` / ``lean_memory`` / ``cuda_graph`` from the train options (see the
+        module docstring)."""
         logger = get_root_logger()
         on_cuda = self.device.type == 'cuda'
         autocast = train_opt.get('autocast') or None
@@ -74,6 +78,14 @@ class MambaSRModel(SRModel):
         # EMA and validation see the usual state_dict keys.
         self._train_forward = self.net_g if not backend else torch.compile(
             self.net_g, **({} if backend is True else {'backend': backend}))
+        if train_opt.get('lean_memory'):
+            from ..archs.mamba_layer import Mamba
+            layers = [m for m in self.net_g.modules() if isinstance(m, Mamba)]
+            for m in layers:
+                m.lean_memory = True
+            if not layers:
+                logger.warning('train: lean_memory applies to Mamba (S6) layers, and %s has none; ignored.',
+                               type(self.net_g).__name__)
         self._use_graph = bool(train_opt.get('cuda_graph'))
         if self._use_graph and not on_cuda:
             logger.warning('train: cuda_graph needs a CUDA device; training runs eagerly on %s.', self.device)

@@ -1,0 +1,88 @@
+"""The memory-lean Mamba inner path (ops/mamba_inner.py, ``train: {lean_memory: true}``).
+
+It needs a kernel scan backend (cuda or triton); on this CPU machine the Triton kernels run in Triton's interpreter
+(TRITON_INTERPRET=1, in a subprocess), with the backend choice pinned to them.  Checked: outputs and every
+parameter/input gradient equal the plain layer's (both directions of Vim's bidirectional layer), and the tensors
+autograd keeps for the backward are much smaller.  On CPU tensors in normal use the lean path steps aside (the
+plain layer runs).
+"""
+import importlib
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mamba_sr_archs.archs.mamba_layer import Mamba
+from mamba_sr_archs.ops.mamba_inner import kernel_scan_for, mamba_inner
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+_SCRIPT = r'''
+import sys
+sys.path.insert(0, ROOT)
+import importlib
+import torch
+from mamba_sr_archs.archs.mamba_layer import Mamba
+ss = importlib.import_module('mamba_sr_archs.ops.selective_scan')
+ss._pick_backend = lambda *a, **k: 'triton'          # the Triton kernels, run by the interpreter
+
+def saved_bytes(fn):
+    seen = {}
+    def pack(t):
+        seen[(t.untyped_storage().data_ptr(), t.device)] = t.untyped_storage().nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, sum(seen.values())
+
+torch.manual_seed(0)
+for bimamba in ('v2', 'none'):
+    layer = Mamba(8, d_state=4, bimamba_type=bimamba)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    x = torch.randn(2, 24, 8)
+    w = torch.randn(2, 24, 8)
+    results = []
+    for lean in (False, True):
+        layer.lean_memory = lean
+        layer.zero_grad()
+        xi = x.clone().requires_grad_()
+        out, nbytes = saved_bytes(lambda: layer(xi))
+        (out * w).sum().backward()
+        results.append((out.detach(), xi.grad, {n: p.grad.clone() for n, p in layer.named_parameters()
+                                               if p.grad is not None}, nbytes))
+    (o0, g0, p0, b0), (o1, g1, p1, b1) = results
+    torch.testing.assert_close(o1, o0, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(g1, g0, rtol=1e-4, atol=1e-6)
+    assert p0.keys() == p1.keys(), (p0.keys() ^ p1.keys())
+    for n in p0:
+        torch.testing.assert_close(p1[n], p0[n], rtol=1e-4, atol=1e-5, msg=n)
+    print(bimamba, 'saved bytes plain', b0, 'lean', b1)
+    assert b1 < 0.6 * b0, (b0, b1)
+print('OK')
+'''
+
+
+def test_lean_path_steps_aside_on_cpu():
+    layer = Mamba(8, d_state=4, bimamba_type='v2')
+    layer.lean_memory = True
+    x = torch.randn(1, 6, 8, requires_grad=True)
+    assert kernel_scan_for(x.transpose(1, 2), 4) is None
+    assert mamba_inner(x.transpose(1, 2), None, layer.conv1d.weight.squeeze(1), None, layer.x_proj.weight,
+                       layer.dt_proj.weight, layer.dt_proj.bias, layer.A_log, layer.D, layer.dt_rank, 4) is None
+    layer.lean_memory = False
+    ref = layer(x)
+    layer.lean_memory = True
+    torch.testing.assert_close(layer(x), ref)
+
+
+@pytest.mark.skipif(importlib.util.find_spec('triton') is None, reason='needs triton (interpreter)')
+def test_lean_path_matches_plain_layer_and_saves_less_in_triton_interpreter():
+    env = dict(os.environ, TRITON_INTERPRET='1', CUDA_VISIBLE_DEVICES='')
+    env.pop(__import__('mamba_sr_archs.ops.selective_scan', fromlist=['ENV_VAR']).ENV_VAR, None)
+    res = subprocess.run([sys.executable, '-c', f'ROOT = {ROOT!r}\n' + _SCRIPT], capture_output=True, text=True,
+                         env=env, timeout=600)
+    assert res.returncode == 0 and 'OK' in res.stdout, res.stdout[-3000:] + res.stderr[-3000:]
