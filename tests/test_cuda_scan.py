@@ -220,3 +220,33 @@ def test_cuda_scan_matches_the_float64_reference_on_gpu(batch, dim, seqlen, dsta
     assert rel(y, y64) < 1e-4 and rel(last, last64) < 1e-4
     for name, a, b in zip(['u', 'delta', 'A', 'B', 'C', 'D', 'z', 'delta_bias'], ours, ref):
         assert rel(a.grad, b.grad) < 1e-4, name
+
+
+def test_automatic_choice_falls_back_when_the_kernels_cannot_be_built(monkeypatch):
+    """A KernelBuildError (NVRTC or the driver failing) makes the automatic choice warn and use the next backend;
+    an explicit backend='cuda' raises it.  CPU stand-in: the choice is pinned to 'cuda' while it is importable."""
+    import importlib
+    ss = importlib.import_module('mamba_sr_archs.ops.selective_scan')
+
+    def failing(*args):
+        raise cs.KernelBuildError('building the CUDA scan kernel ssm_fwd for sm_90 failed: test')
+
+    def pick(backend, u, dtype, tiv, dstate=16):
+        name = ss._requested_backend(backend)
+        if name == 'auto':
+            return 'cuda' if ss._IMPORTS.get('cuda', (None,))[0] is not None else 'torch'
+        return name
+
+    monkeypatch.setitem(ss._IMPORTS, 'cuda', (failing, None))
+    monkeypatch.setattr(ss, '_pick_backend', pick)
+    monkeypatch.delenv(ss.ENV_VAR, raising=False)
+    g = torch.Generator().manual_seed(0)
+    u, delta = torch.randn(1, 4, 9, generator=g), torch.randn(1, 4, 9, generator=g)
+    A, B, C = -torch.rand(4, 3, generator=g), torch.randn(1, 3, 9, generator=g), torch.randn(1, 3, 9, generator=g)
+    with pytest.raises(cs.KernelBuildError):
+        ss.selective_scan(u, delta, A, B, C, backend='cuda')
+    with pytest.warns(RuntimeWarning, match='falls back to the next backend'):
+        out = ss.selective_scan(u, delta, A, B, C)
+    assert ss.last_backend() == 'torch'
+    torch.testing.assert_close(out, ss.selective_scan_torch(u, delta, A, B, C))
+    assert ss._IMPORTS['cuda'][0] is None and 'KernelBuildError' in ss._IMPORTS['cuda'][1]

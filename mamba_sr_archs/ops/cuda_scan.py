@@ -23,7 +23,12 @@ import torch
 
 from ._kernel_scan import KernelScan, grad_buffers
 
-__all__ = ['selective_scan_cuda', 'is_available', 'launch_config', 'unavailable_reason']
+__all__ = ['selective_scan_cuda', 'is_available', 'launch_config', 'unavailable_reason', 'KernelBuildError']
+
+
+class KernelBuildError(RuntimeError):
+    """NVRTC could not compile the kernels, or the driver could not load them (``selective_scan`` in automatic
+    mode then falls back to the next backend, with a warning)."""
 
 _SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'csrc', 'selective_scan.cu')
 _KINDS = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
@@ -138,14 +143,19 @@ def _kernel(name, defines, device):
         options += [f'-DSS_{k}={int(v)}' for k, v in sorted(defines.items())]
         if os.environ.get('MAMBA_SR_NVRTC_LINEINFO') == '1':      # source lines for profilers (ncu)
             options.append('--generate-line-info')
-        cubin = _nvrtc_cubin(source, options)
-        _, cuda = _libs()
-        with torch.cuda.device(device):
-            torch.cuda.current_stream(device)          # make sure the primary context exists and is current
-            module = ctypes.c_void_p()
-            _check_cu(cuda.cuModuleLoadData(ctypes.byref(module), cubin), 'cuModuleLoadData')
-            func = ctypes.c_void_p()
-            _check_cu(cuda.cuModuleGetFunction(ctypes.byref(func), module, name.encode()), 'cuModuleGetFunction')
+        try:
+            cubin = _nvrtc_cubin(source, options)
+            _, cuda = _libs()
+            with torch.cuda.device(device):
+                torch.cuda.current_stream(device)          # make sure the primary context exists and is current
+                module = ctypes.c_void_p()
+                _check_cu(cuda.cuModuleLoadData(ctypes.byref(module), cubin), 'cuModuleLoadData')
+                func = ctypes.c_void_p()
+                _check_cu(cuda.cuModuleGetFunction(ctypes.byref(func), module, name.encode()),
+                          'cuModuleGetFunction')
+        except (RuntimeError, OSError) as exc:
+            raise KernelBuildError(f'building the CUDA scan kernel {name} for sm_{major}{minor} failed: {exc}') \
+                from exc
         k = _Kernel(module, func, defines['DB'] * defines['TPC'])
         _KERNELS[key] = k
         return k

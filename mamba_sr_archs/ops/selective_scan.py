@@ -34,6 +34,7 @@ is three (batch, D, N, L) tensors, a third of what autograd through the sequenti
 import importlib
 import math
 import os
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -544,6 +545,14 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     elif name == 'ref':
         result = selective_scan_ref(*args)
     else:
-        result = _import_backend(name)[0](*args)
+        try:
+            result = _import_backend(name)[0](*args)
+        except Exception as exc:
+            if name != 'cuda' or _requested_backend(backend) != 'auto' or type(exc).__name__ != 'KernelBuildError':
+                raise
+            # Automatic choice: the run-time compiled kernels could not be built here; use the next backend.
+            warnings.warn(f'{exc}; the selective scan falls back to the next backend', RuntimeWarning)
+            _IMPORTS['cuda'] = (None, f'KernelBuildError: {exc}')
+            return selective_scan(*args, backend=backend)
     _LAST['backend'] = name
     return result
