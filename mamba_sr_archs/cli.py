@@ -121,13 +121,25 @@ def _run_pipeline(kind, argv):
         return 2
     sys.argv = [f'basicsr {kind}'] + argv  # BasicSR's parse_options reads sys.argv
     root = os.getcwd()
-    if kind == 'train':
-        import basicsr.train
-        basicsr.train.train_pipeline(root)
-    else:
-        import basicsr.test
-        basicsr.test.test_pipeline(root)
+    try:
+        if kind == 'train':
+            import basicsr.train
+            basicsr.train.train_pipeline(root)
+        else:
+            import basicsr.test
+            basicsr.test.test_pipeline(root)
+    finally:
+        _shutdown_distributed()
     return 0
+
+
+def _shutdown_distributed():
+    """Tear down the process group BasicSR's init_dist created (it never does): a process that exits with a live
+    gloo group can abort in its worker threads' destructors ('terminate called without an active exception'), which
+    fails a torchrun launch that had finished its work."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def main(argv=None):
