@@ -163,11 +163,7 @@ def test_launchers_pass_the_kernels_parameters(monkeypatch, batch, seqlen, segme
     def fake_kernel(name, defines, device):
         return kernels.setdefault((name, defines['STORE_CKPT']), _Recorder(name))
 
-    class Props:
-        multi_processor_count = 132
-
     monkeypatch.setattr(cs, '_kernel', fake_kernel)
-    monkeypatch.setattr(torch.cuda, 'get_device_properties', lambda dev: Props())
     monkeypatch.setitem(cs._CONFIG_OVERRIDE, 'SEGMENTS', segments)
     d, N = 8, 16
     u, delta, z = (torch.randn(batch, d, seqlen) for _ in range(3))

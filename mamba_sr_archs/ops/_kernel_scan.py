@@ -14,6 +14,24 @@ import torch
 _custom_op = getattr(getattr(torch, 'library', None), 'custom_op', None)
 
 
+def next_pow2(x):
+    return 1 if x <= 1 else 1 << (int(x) - 1).bit_length()
+
+
+_SM_COUNT = {}
+
+
+def sm_count(device):
+    """Multiprocessors of a CUDA ``device`` (cached per device); 132 (an H100) for anything else, e.g. the
+    interpreter or CPU-side checks of launch configurations."""
+    if device is None or device.type != 'cuda':
+        return 132
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    if idx not in _SM_COUNT:
+        _SM_COUNT[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
+    return _SM_COUNT[idx]
+
+
 def last_contig(x):
     return x if x is None or x.stride(-1) == 1 else x.contiguous()
 

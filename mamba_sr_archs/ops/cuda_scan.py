@@ -21,7 +21,7 @@ import threading
 
 import torch
 
-from ._kernel_scan import KernelScan, grad_buffers
+from ._kernel_scan import KernelScan, grad_buffers, next_pow2 as _next_pow2, sm_count as _sm_count
 
 __all__ = ['selective_scan_cuda', 'is_available', 'launch_config', 'unavailable_reason', 'KernelBuildError']
 
@@ -40,10 +40,6 @@ _POISON_OUTPUTS = False
 _LOCK = threading.Lock()
 _STATE = {'error': None, 'nvrtc': None, 'cuda': None}
 _KERNELS = {}
-
-
-def _next_pow2(x):
-    return 1 if x <= 1 else 1 << (int(x) - 1).bit_length()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -268,8 +264,17 @@ def _shape_config(u, A, B4, grad):
     """(batch, dim, seqlen, dstate, groups, sm_count, launch configuration) of one call."""
     batch, dim, seqlen = u.shape
     dstate, groups = A.shape[1], B4.shape[1]
-    sm = torch.cuda.get_device_properties(u.device).multi_processor_count
+    sm = _sm_count(u.device)
     return batch, dim, seqlen, dstate, groups, sm, launch_config(batch, dim, groups, dstate, seqlen, sm, grad=grad)
+
+
+def _segment_plan(cfg, n_seg, n_chunks, seqlen, batch, dim, dstate, device):
+    """(seg_len, grid, two float32 (batch, segments, dim, N) buffers) of a two-pass launch over ``n_seg`` segments
+    of whole chunks (no empty trailing segment)."""
+    seg_len = -(-n_chunks // n_seg) * cfg['T']
+    n_seg = -(-seqlen // seg_len)
+    bufs = [torch.empty((batch, n_seg, dim, dstate), dtype=torch.float32, device=device) for _ in range(2)]
+    return seg_len, cfg['grid'][:2] + (n_seg,), bufs
 
 
 def _fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt):
@@ -297,11 +302,7 @@ def _fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt):
         kern.launch(cfg['grid'], head + [_ptr(out), _ptr(last), _ptr(ckpt), _ptr(None), _ptr(None)] + tail
                     + [ctypes.c_int(seqlen)] + strides + [ctypes.c_int(0)], dev)
         return out, last, ckpt
-    seg_len = -(-n_chunks // n_seg) * cfg['T']
-    n_seg = -(-seqlen // seg_len)
-    grid = cfg['grid'][:2] + (n_seg,)
-    seg_last = torch.empty((batch, n_seg, dim, dstate), dtype=torch.float32, device=dev)
-    seg_decay = torch.empty_like(seg_last)
+    seg_len, grid, (seg_last, seg_decay) = _segment_plan(cfg, n_seg, n_chunks, seqlen, batch, dim, dstate, dev)
     bufs = [_ptr(out), _ptr(last), _ptr(ckpt), _ptr(seg_last), _ptr(seg_decay)]
     tail = tail + [ctypes.c_int(seg_len)] + strides
     # Pass 1: segment summaries (no outputs, no checkpoints); pass 2: outputs from the true start states.
@@ -345,11 +346,8 @@ def _bwd(dout, u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, ckpt):
     else:
         # Pass 1: per segment, the dh it hands to the segment before it (from a zero incoming dh) and its decay;
         # pass 2: every segment from its true incoming dh, writing the gradients.
-        seg_len = -(-n_chunks // n_seg) * cfg['T']
-        n_seg = -(-seqlen // seg_len)
-        grid = cfg['grid'][:2] + (n_seg,)
-        seg_carry = torch.empty((batch, n_seg, dim, dstate), dtype=torch.float32, device=dev)
-        seg_decay = torch.empty_like(seg_carry)
+        seg_len, grid, (seg_carry, seg_decay) = _segment_plan(cfg, n_seg, n_chunks, seqlen, batch, dim, dstate,
+                                                              dev)
         extra = [_ptr(seg_carry), _ptr(seg_decay), ctypes.c_int(seg_len)]
         kern.launch(grid, args + extra + [ctypes.c_int(1)], dev)
         kern.launch(grid, args + extra + [ctypes.c_int(2)], dev)

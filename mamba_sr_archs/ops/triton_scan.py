@@ -50,6 +50,7 @@ import sys
 import torch
 
 from ._kernel_scan import KernelScan, grad_buffers, last_contig as _last_contig
+from ._kernel_scan import next_pow2 as _next_pow2, sm_count as _sm_count
 
 try:  # Triton is optional: CPU-only installs import this module and never call it.
     import triton
@@ -95,22 +96,6 @@ def _interpreting():
 def is_available():
     """True when Triton imported and a CUDA device is present (or the Triton interpreter is switched on)."""
     return triton is not None and (torch.cuda.is_available() or _interpreting())
-
-
-def _next_pow2(x):
-    return 1 if x <= 1 else 1 << (int(x) - 1).bit_length()
-
-
-_SM_COUNT = {}
-
-
-def _sm_count(device):
-    if device is None or device.type != 'cuda':
-        return 132
-    idx = device.index if device.index is not None else torch.cuda.current_device()
-    if idx not in _SM_COUNT:
-        _SM_COUNT[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
-    return _SM_COUNT[idx]
 
 
 def _runs_geometry(dstate):
