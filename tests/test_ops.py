@@ -301,3 +301,21 @@ def test_backward_twice_with_retained_graph():
     out.sum().backward()
     for k, v in leaves.items():
         torch.testing.assert_close(v.grad, 2 * first[k], atol=1e-12, rtol=1e-12, msg=k)
+
+
+def test_automatic_choice_respects_each_kernels_state_limit(monkeypatch):
+    """On CUDA (a stand-in: only the device type is read), with mamba_ssm absent: our CUDA kernels up to N=64,
+    Triton up to 256, torch beyond and for time-invariant (dim, N) B/C."""
+    from types import SimpleNamespace
+
+    import importlib
+    ss = importlib.import_module('mamba_sr_archs.ops.selective_scan')
+    monkeypatch.setattr(ss, '_unavailable_reason', lambda name, dev: 'absent' if name == 'mamba_ssm' else None)
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    u = SimpleNamespace(device=torch.device('cuda'))
+    assert ss._pick_backend(None, u, torch.float32, False, 16) == 'cuda'
+    assert ss._pick_backend(None, u, torch.float32, False, 8) == 'cuda'
+    assert ss._pick_backend(None, u, torch.float32, False, 100) == 'triton'
+    assert ss._pick_backend(None, u, torch.float32, False, 300) == 'torch'
+    assert ss._pick_backend(None, u, torch.float32, True, 16) == 'torch'
+    assert ss._pick_backend(None, u, torch.float64, False, 16) == 'torch'

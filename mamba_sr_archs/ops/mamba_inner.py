@@ -21,20 +21,14 @@ __all__ = ['mamba_inner', 'kernel_scan_for']
 
 def kernel_scan_for(u, dstate):
     """The KernelScan object of the backend ``selective_scan`` would pick for ``u`` (cuda / triton), else None."""
-    from .selective_scan import _pick_backend      # looked up per call (tests pin the backend through it)
+    from .selective_scan import _KERNEL_MODULES, _kernel_module, _pick_backend   # per call: tests pin the choice
     if torch.compiler.is_compiling() or u.dtype == torch.float64:
         return None
     try:
         name = _pick_backend(None, u, torch.float32, False, dstate)
     except (RuntimeError, ValueError):
         return None
-    if name == 'cuda':
-        from . import cuda_scan
-        return cuda_scan._SCAN
-    if name == 'triton':
-        from . import triton_scan
-        return triton_scan._SCAN
-    return None
+    return _kernel_module(name)._SCAN if name in _KERNEL_MODULES else None
 
 
 def _f32(t):

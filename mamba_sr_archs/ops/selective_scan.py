@@ -437,6 +437,12 @@ def selective_scan_torch(u, delta, A, B, C, D=None, z=None, delta_bias=None, del
 # ----------------------------------------------------------------------------------------------------------------
 
 _IMPORTS = {}
+# This package's compiled scans: backend name -> module (each has MAX_DSTATE and a KernelScan ``_SCAN``).
+_KERNEL_MODULES = {'cuda': 'cuda_scan', 'triton': 'triton_scan'}
+
+
+def _kernel_module(name):
+    return importlib.import_module(f'{__package__}.{_KERNEL_MODULES[name]}')
 
 
 def _import_backend(name):
@@ -445,12 +451,12 @@ def _import_backend(name):
         try:
             if name == 'triton':
                 importlib.import_module('triton')
-                module = importlib.import_module(__package__ + '.triton_scan')
+                module = _kernel_module('triton')
                 if hasattr(module, 'is_available') and not module.is_available():
                     raise ImportError('triton_scan.is_available() is False (no CUDA device?)')
                 fn = module.selective_scan_triton
             elif name == 'cuda':
-                module = importlib.import_module(__package__ + '.cuda_scan')
+                module = _kernel_module('cuda')
                 reason = module.unavailable_reason()
                 if reason:
                     raise ImportError(reason)
@@ -511,10 +517,11 @@ def _pick_backend(backend, u, dtype, time_invariant_bc, dstate=16):
         return name
     if device_type == 'cuda' and dtype != torch.float64:  # the CUDA kernels have no float64 path
         for candidate in (_SMALL_STATE_ORDER if dstate <= 8 else _GPU_BACKENDS):
-            if candidate in ('triton', 'cuda') and (time_invariant_bc or dstate > 64):
-                continue        # (dim, N) B/C or N > 64: only mamba_ssm and torch take them
-            if _unavailable_reason(candidate, device_type) is None:
-                return candidate
+            if _unavailable_reason(candidate, device_type) is not None:
+                continue
+            if candidate in _KERNEL_MODULES and (time_invariant_bc or dstate > _kernel_module(candidate).MAX_DSTATE):
+                continue        # our kernels take neither (dim, N) B/C nor more states than their MAX_DSTATE
+            return candidate
     return 'torch'
 
 
@@ -532,7 +539,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         backend: 'auto' (default), 'cuda', 'triton', 'mamba_ssm', 'torch' or 'ref'.  None reads the environment
             variable ``MAMBA_SR_SCAN_BACKEND`` (same names); the argument wins over the variable.  Auto picks, for
             CUDA tensors, cuda, then mamba_ssm, then triton (for N <= 8 mamba_ssm first), then torch (float64
-            inputs always take torch); for CPU tensors torch.  An unavailable explicit choice raises RuntimeError, an unknown name ValueError.
+            inputs always take torch); for CPU tensors torch.  An unavailable explicit choice raises RuntimeError,
+            an unknown name ValueError.
 
     Returns:
         out (batch, dim, seqlen) in u's dtype, or (out, last_state).
@@ -548,7 +556,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         try:
             result = _import_backend(name)[0](*args)
         except Exception as exc:
-            if name != 'cuda' or _requested_backend(backend) != 'auto' or type(exc).__name__ != 'KernelBuildError':
+            if (name != 'cuda' or _requested_backend(backend) != 'auto'
+                    or not isinstance(exc, _kernel_module('cuda').KernelBuildError)):
                 raise
             # Automatic choice: the run-time compiled kernels could not be built here; use the next backend.
             warnings.warn(f'{exc}; the selective scan falls back to the next backend', RuntimeWarning)
