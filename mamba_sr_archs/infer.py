@@ -123,8 +123,8 @@ def build_parser():
                      help='TF32 tensor-core matmuls/convolutions (GPU only; outputs differ from fp32 by ~1e-3)')
     run.add_argument('--compile', action='store_true',
                      help='torch.compile the network: compiles once per input (or tile) size, which takes tens of '
-                     'seconds to minutes, then runs faster (1.2-1.75x on an H100, docs/benchmarks.md); pays off '
-                     'for folders of same-size images or with --tile')
+                     'seconds to minutes, then runs faster (with --tf32 1.9-2.35x on an H100, docs/benchmarks.md); '
+                     'pays off for folders of same-size images or with --tile')
     return p
 
 

@@ -278,7 +278,8 @@ def floor_bytes(b, d, L, N, G, has_z, elt):
     bdl = b * d * L * elt
     bc = 2 * b * g * N * L * elt
     fwd = bdl * (3 + has_z) + bc                    # read u, delta, (z), B, C; write out
-    bwd = bdl * (3 + has_z) + bc + bdl * (2 + has_z) + bc  # read u, delta, (z), dout, B, C; write du, ddelta, (dz), dB, dC
+    # read u, delta, (z), dout, B, C; write du, ddelta, (dz), dB, dC
+    bwd = bdl * (3 + has_z) + bc + bdl * (2 + has_z) + bc
     return fwd, bwd
 
 

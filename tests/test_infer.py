@@ -321,7 +321,8 @@ def test_compile_and_tf32_on_gpu_match_plain_fp32(tmp_path, capsys):
     torch.save({'params': net.state_dict()}, path)
     write(tmp_path / 'x.png', rand_img(np.random.default_rng(8), (24, 20, 3)))
     base = ['--arch', 'MMA', '--scale', '2', '--variant', 'none', '--net-opt', 'num_in_ch=3', 'num_out_ch=3',
-            'num_feat=32', 'num_block=2', 'img_range=1.', '--weights', path, '-i', tmp_path / 'x.png', '--device', 'cuda']
+            'num_feat=32', 'num_block=2', 'img_range=1.', '--weights', path, '-i', tmp_path / 'x.png',
+            '--device', 'cuda']
     rc, _, err = run(base + ['-o', tmp_path / 'a'], capsys)
     assert rc == 0, err
     rc, _, err = run(base + ['-o', tmp_path / 'b', '--compile', '--tf32'], capsys)

@@ -18,8 +18,8 @@ checkpointing exactly as BasicSR does them) plus
   ``cuda_graph`` it made the MMA-B and MPSI steps 1.35x and 1.41x faster on an H100), ``lean_memory: true``
   (MMA and MPSI: each Mamba direction runs as one autograd Function that keeps its inputs and the scan's
   checkpoints and recomputes conv, SiLU and the projections in the backward, ops/mamba_inner.py; needs the cuda or
-  triton scan backend, else the plain layer runs; not yet measured on a GPU).  Fused Adam is BasicSR's own ``optim_g: {type: Adam, fused: true}``.  Measured speed:
-  docs/benchmarks.md.
+  triton scan backend, else the plain layer runs; not yet measured on a GPU).  Fused Adam is BasicSR's own
+  ``optim_g: {type: Adam, fused: true}``.  Measured speed: docs/benchmarks.md.
 """
 import math
 from collections import OrderedDict
