@@ -2,7 +2,7 @@
 
 A backend module provides ``_fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt) -> (out,
 last_state, ckpt)`` and ``_bwd(dout, u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, ckpt) -> (du, ddelta,
-dA, dB4, dC4, dD, dz, d(delta_bias))`` (float32 dA, dB4, dC4, dD, d(delta_bias)) and a ``ckpt_shape`` function; 
+dA, dB4, dC4, dD, dz, d(delta_bias))`` (float32 dA, dB4, dC4, dD, d(delta_bias)) and a ``ckpt_shape`` function;
 :class:`KernelScan` turns them into a ``selective_scan_fn``-like callable: eagerly through an autograd.Function, under
 torch.compile through two registered custom ops (``mamba_sr_archs::<name>_fwd`` / ``_bwd``, with fake shape
 functions and autograd) so that the scan stays inside one graph as an opaque node.
@@ -86,7 +86,7 @@ def grad_buffers(u, delta, z, D, delta_bias, groups, dstate, atomic_bc, empty):
     batch, dim, seqlen = u.shape
     dev = u.device
     f32 = dict(dtype=torch.float32, device=dev)
-    bc = torch.zeros if atomic_bc else (lambda shape, dtype, device: empty(shape, dtype, device))
+    bc = torch.zeros if atomic_bc else empty
     return dict(du=empty((batch, dim, seqlen), u.dtype, dev), ddelta=empty((batch, dim, seqlen), delta.dtype, dev),
                 dz=empty((batch, dim, seqlen), z.dtype, dev) if z is not None else None,
                 dB=bc((batch, groups, dstate, seqlen), **f32), dC=bc((batch, groups, dstate, seqlen), **f32),
