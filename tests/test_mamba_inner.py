@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from mamba_sr_archs.archs.mamba_layer import Mamba
-from mamba_sr_archs.ops.mamba_inner import kernel_scan_for, mamba_inner
+from mamba_sr_archs.ops.mamba_inner import kernel_backend_for, mamba_inner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,6 +37,13 @@ def saved_bytes(fn):
         out = fn()
     return out, sum(seen.values())
 
+mi = importlib.import_module('mamba_sr_archs.ops.mamba_inner')
+calls = {'fwd': 0}
+_forward = mi._forward
+def counting_forward(*args):
+    calls['fwd'] += 1
+    return _forward(*args)
+mi._forward = counting_forward
 torch.manual_seed(0)
 for bimamba in ('v2', 'none'):
     layer = Mamba(8, d_state=4, bimamba_type=bimamba)
@@ -45,23 +52,33 @@ for bimamba in ('v2', 'none'):
             p.add_(torch.randn_like(p) * 0.05)
     x = torch.randn(2, 24, 8)
     w = torch.randn(2, 24, 8)
-    results = []
-    for lean in (False, True):
-        layer.lean_memory = lean
+    results = {}
+    # plain layer; lean as autograd.Function; lean as custom ops (eagerly); lean under torch.compile (aot_eager,
+    # fullgraph: the custom ops must trace without a graph break)
+    for path in ('plain', 'lean', 'lean-op', 'lean-compile'):
+        layer.lean_memory = path != 'plain'
+        mi._FORCE_CUSTOM_OP[0] = path == 'lean-op'
+        before = calls['fwd']
         layer.zero_grad()
         xi = x.clone().requires_grad_()
-        out, nbytes = saved_bytes(lambda: layer(xi))
+        fn = torch.compile(layer, backend='aot_eager', fullgraph=True) if path == 'lean-compile' else layer
+        out, nbytes = saved_bytes(lambda: fn(xi))
         (out * w).sum().backward()
-        results.append((out.detach(), xi.grad, {n: p.grad.clone() for n, p in layer.named_parameters()
-                                               if p.grad is not None}, nbytes))
-    (o0, g0, p0, b0), (o1, g1, p1, b1) = results
-    torch.testing.assert_close(o1, o0, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(g1, g0, rtol=1e-4, atol=1e-6)
-    assert p0.keys() == p1.keys(), (p0.keys() ^ p1.keys())
-    for n in p0:
-        torch.testing.assert_close(p1[n], p0[n], rtol=1e-4, atol=1e-5, msg=n)
-    print(bimamba, 'saved bytes plain', b0, 'lean', b1)
-    assert b1 < 0.6 * b0, (b0, b1)
+        assert calls['fwd'] - before == (0 if path == 'plain' else 2 if bimamba == 'v2' else 1), (path, calls)
+        results[path] = (out.detach(), xi.grad, {n: p.grad.clone() for n, p in layer.named_parameters()
+                                                 if p.grad is not None}, nbytes)
+    mi._FORCE_CUSTOM_OP[0] = False
+    o0, g0, p0, b0 = results['plain']
+    for path in ('lean', 'lean-op', 'lean-compile'):
+        o1, g1, p1, b1 = results[path]
+        torch.testing.assert_close(o1, o0, rtol=1e-5, atol=1e-6, msg=path)
+        torch.testing.assert_close(g1, g0, rtol=1e-4, atol=1e-6, msg=path)
+        assert p0.keys() == p1.keys(), (path, p0.keys() ^ p1.keys())
+        for n in p0:
+            torch.testing.assert_close(p1[n], p0[n], rtol=1e-4, atol=1e-5, msg=f'{path} {n}')
+        print(bimamba, path, 'saved bytes plain', b0, 'lean', b1)
+        if path != 'lean-compile':      # compiled graphs save through their own mechanism (not the hooks)
+            assert b1 < 0.6 * b0, (path, b0, b1)
 print('OK')
 '''
 
@@ -70,7 +87,7 @@ def test_lean_path_steps_aside_on_cpu():
     layer = Mamba(8, d_state=4, bimamba_type='v2')
     layer.lean_memory = True
     x = torch.randn(1, 6, 8, requires_grad=True)
-    assert kernel_scan_for(x.transpose(1, 2), 4) is None
+    assert kernel_backend_for(x.transpose(1, 2), 4) is None
     assert mamba_inner(x.transpose(1, 2), None, layer.conv1d.weight.squeeze(1), None, layer.x_proj.weight,
                        layer.dt_proj.weight, layer.dt_proj.bias, layer.A_log, layer.D, layer.dt_rank, 4) is None
     layer.lean_memory = False

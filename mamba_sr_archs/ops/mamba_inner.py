@@ -1,98 +1,196 @@
-"""Memory-lean Mamba inner path: causal conv1d + SiLU, x/delta projections and the selective scan as one autograd
-Function that keeps only its inputs and the scan's state checkpoints, and recomputes the rest in the backward.
+"""Memory-lean Mamba inner path: causal conv1d + SiLU, x/delta projections and the selective scan of one direction
+as one differentiable op that keeps only its inputs and the scan's state checkpoints, and recomputes the rest in the
+backward.
 
 The plain layer (``archs/mamba_layer.Mamba._scan``) leaves autograd to save every intermediate of one direction:
-the conv output before and after SiLU, delta, the contiguous B/C, and for Vim's backward direction flipped copies of
-x and z, each (batch, d_inner, L).  This Function saves x, z, the small x_proj output and the weights, plus the scan
+the padded conv input, the conv output before and after SiLU, delta, the contiguous B/C, and for Vim's backward
+direction flipped copies of x and z, each (batch, d_inner, L).  This op saves x, z and the weights, plus the scan
 kernel's checkpoints, as mamba_ssm's ``mamba_inner_fn`` does (checkpoint level 1); the backward recomputes conv,
-SiLU, the projections and delta (cheap next to the scan) and runs the scan kernel's backward once.  ``reverse=True``
-scans the time-reversed sequence and flips the result back without keeping flipped copies.
+SiLU, the projections and delta (cheap next to the scan), runs the scan kernel's backward once, and takes the
+projections' and the conv's gradients by hand (no autograd inside).  ``reverse=True`` scans the time-reversed
+sequence and flips the result back without keeping flipped copies.
+
+Eagerly it runs as an autograd.Function; under torch.compile as two registered custom ops
+(``mamba_sr_archs::mamba_inner_fwd`` / ``_bwd``, fake shapes + autograd), so it stays one opaque node of the
+compiled graph and combines with ``compile: true``.  bf16/fp16 autocast is honoured by casting to the autocast
+dtype exactly where autocast would (conv and linear layers), since custom ops run below autocast.
 
 It needs a scan backend with separate forward/backward kernels (this package's ``cuda`` or ``triton``); elsewhere
-(CPU, mamba_ssm, under torch.compile) :func:`mamba_inner` returns None and the caller runs the plain path.
+(CPU, mamba_ssm, float64) :func:`mamba_inner` returns None and the caller runs the plain path.
 """
+from typing import List, Optional, Tuple
+
 import torch
 import torch.nn.functional as F
 
-from .causal_conv1d import causal_conv1d
+__all__ = ['mamba_inner', 'kernel_backend_for']
 
-__all__ = ['mamba_inner', 'kernel_scan_for']
+_custom_op = getattr(getattr(torch, 'library', None), 'custom_op', None)
+_FORCE_CUSTOM_OP = [False]   # tests set this to run the custom-op path eagerly
 
 
-def kernel_scan_for(u, dstate):
-    """The KernelScan object of the backend ``selective_scan`` would pick for ``u`` (cuda / triton), else None."""
-    from .selective_scan import _KERNEL_MODULES, _kernel_module, _pick_backend   # per call: tests pin the choice
-    if torch.compiler.is_compiling() or u.dtype == torch.float64:
+def kernel_backend_for(u, dstate):
+    """Name of the kernel backend (``'cuda'`` / ``'triton'``) ``selective_scan`` would pick for ``u``, else None."""
+    from .selective_scan import _KERNEL_MODULES, _pick_backend   # per call: tests pin the choice
+    if u.dtype == torch.float64:
         return None
     try:
         name = _pick_backend(None, u, torch.float32, False, dstate)
     except (RuntimeError, ValueError):
         return None
-    return _kernel_module(name)._SCAN if name in _KERNEL_MODULES else None
+    return name if name in _KERNEL_MODULES else None
+
+
+def _scan_object(backend):
+    from .selective_scan import _kernel_module
+    return _kernel_module(backend)._SCAN
+
+
+def _cast(t, dtype):
+    return t.to(dtype) if t is not None else None
 
 
 def _f32(t):
     return t if t is None or t.dtype == torch.float64 else t.float()
 
 
-def _pre_scan(scan, x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, dt_rank, d_state, reverse):
-    """Conv + SiLU, projections, delta, A: the scan's prepared inputs (u, delta, A, B4, C4, D, z, bias)."""
+def _recompute(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, dt_rank, d_state, reverse, scan, cdt):
+    """Everything between the layer's x/z and the scan kernel, in the compute dtype ``cdt``.
+
+    Returns (xpad, u_pre, u, dtv, prepared) where prepared = scan.prepare(...) + A: the kernel's inputs.
+    """
     if reverse:
         x, z = x.flip(-1), z.flip(-1) if z is not None else None
-    u = causal_conv1d(x, conv_w, conv_b, activation='silu')
-    x_dbl = F.linear(u.transpose(1, 2), x_proj_w)                      # (b, L, r + 2n)
-    dt, B, C = torch.split(x_dbl, [dt_rank, d_state, d_state], dim=-1)
-    delta = F.linear(dt, dt_proj_w).transpose(1, 2)                    # (b, d_inner, L)
+    width = conv_w.shape[-1]
+    xpad = F.pad(x.to(cdt), (width - 1, 0))
+    u_pre = F.conv1d(xpad, conv_w.to(cdt).unsqueeze(1), _cast(conv_b, cdt), groups=x.shape[1])
+    u = F.silu(u_pre)
+    x_dbl = F.linear(u.transpose(1, 2), x_proj_w.to(cdt))                 # (b, L, r + 2n)
+    dtv, B, C = torch.split(x_dbl, [dt_rank, d_state, d_state], dim=-1)
+    delta = F.linear(dtv, dt_proj_w.to(cdt)).transpose(1, 2)               # (b, d_inner, L)
     A = -torch.exp(_f32(A_log))
-    u, delta, B4, C4, D, z, bias = scan.prepare(u, delta, A, B.transpose(1, 2), C.transpose(1, 2), _f32(D), z,
-                                                _f32(dt_bias))
-    return u, delta, A, B4, C4, D, z, bias
+    su, sdelta, B4, C4, D32, zz, bias = scan.prepare(u, delta, A, B.transpose(1, 2), C.transpose(1, 2), _f32(D), z,
+                                                     _f32(dt_bias))
+    return xpad, u_pre, u, dtv, (su, sdelta, A, B4, C4, D32, zz, bias)
+
+
+def _forward(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, dt_rank, d_state, reverse, backend,
+             cdt):
+    """(out (b, d_inner, L) in ``cdt``, scan checkpoints)."""
+    scan = _scan_object(backend)
+    with torch.no_grad():
+        prepared = _recompute(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, dt_rank, d_state,
+                              reverse, scan, cdt)[-1]
+        out, _, ckpt = scan.backend._fwd(*prepared, True, True)
+    return (out.flip(-1) if reverse else out), ckpt
+
+
+def _backward(dout, x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, ckpt, dt_rank, d_state, reverse,
+              backend, cdt):
+    """Gradients (dx, dz, d conv_w, d conv_b, d x_proj_w, d dt_proj_w, d dt_bias, d A_log, dD); None for absent
+    inputs.  Chain rule by hand, in the order the forward ran backwards: scan -> dt_proj -> x_proj -> SiLU -> conv."""
+    scan = _scan_object(backend)
+    with torch.no_grad():
+        xpad, u_pre, u, dtv, prepared = _recompute(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D,
+                                                   dt_rank, d_state, reverse, scan, cdt)
+        A = prepared[2]
+        if reverse:
+            dout = dout.flip(-1)
+        du, ddelta, dA, dB, dC, dD, dz, dbias = scan.backend._bwd(dout.contiguous(), *prepared, True, ckpt)
+        batch, dim, seqlen = u.shape
+        # delta = dtv @ dt_proj_w^T (transposed to (b, d, L))
+        ddelta_t = ddelta.transpose(1, 2).to(cdt)                                        # (b, L, d)
+        d_dtv = ddelta_t @ dt_proj_w.to(cdt)                                             # (b, L, r)
+        d_dt_proj_w = torch.einsum('bld,blr->dr', ddelta_t, dtv)
+        # x_dbl = u^T @ x_proj_w^T = [dtv | B^T | C^T]
+        d_xdbl = torch.cat([d_dtv, dB.reshape(batch, d_state, seqlen).transpose(1, 2).to(cdt),
+                            dC.reshape(batch, d_state, seqlen).transpose(1, 2).to(cdt)], dim=-1)
+        d_x_proj_w = torch.einsum('blk,bdl->kd', d_xdbl, u)
+        du = du + (d_xdbl @ x_proj_w.to(cdt)).transpose(1, 2)
+        # u = silu(u_pre): d/du_pre = sigmoid * (1 + u_pre * (1 - sigmoid)), in float32
+        pre = u_pre.float()
+        sig = torch.sigmoid(pre)
+        du_pre = (du.float() * sig * (1 + pre * (1 - sig))).to(cdt)
+        # depthwise causal conv over the left-padded input
+        dxpad, dconv_w, dconv_b = torch.ops.aten.convolution_backward(
+            du_pre, xpad, conv_w.to(cdt).unsqueeze(1), [dim] if conv_b is not None else None, [1], [0], [1], False,
+            [0], dim, [True, True, conv_b is not None])
+        dx = dxpad[..., conv_w.shape[-1] - 1:]
+        if reverse:
+            dx = dx.flip(-1)
+            dz = dz.flip(-1) if dz is not None else None
+    return (dx.to(x.dtype), _cast(dz, z.dtype) if z is not None else None, dconv_w.squeeze(1).to(conv_w.dtype),
+            _cast(dconv_b, conv_b.dtype) if conv_b is not None else None, d_x_proj_w.to(x_proj_w.dtype),
+            d_dt_proj_w.to(dt_proj_w.dtype), _cast(dbias, dt_bias.dtype), (dA * A).to(A_log.dtype),
+            _cast(dD, D.dtype))
 
 
 class _MambaInnerFn(torch.autograd.Function):
+    """Eager path: :func:`_forward` / :func:`_backward` as an autograd.Function."""
 
     @staticmethod
-    def forward(ctx, x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, dt_rank, d_state, reverse, scan):
-        ctx.autocast = (torch.is_autocast_enabled(x.device.type), torch.get_autocast_dtype(x.device.type))
-        ctx.meta = (dt_rank, d_state, reverse, scan)
-        with torch.no_grad():
-            u, delta, A, B4, C4, D32, zz, bias = _pre_scan(scan, x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias,
-                                                           A_log, D, dt_rank, d_state, reverse)
-            out, _, ckpt = scan.backend._fwd(u, delta, A, B4, C4, D32, zz, bias, True, True)
+    def forward(ctx, x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, dt_rank, d_state, reverse, backend,
+                cdt):
+        ctx.meta = (dt_rank, d_state, reverse, backend, cdt)
+        out, ckpt = _forward(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, dt_rank, d_state, reverse,
+                             backend, cdt)
         ctx.save_for_backward(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, ckpt)
-        return out.flip(-1) if reverse else out
+        return out
 
     @staticmethod
     def backward(ctx, dout):
-        x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, ckpt = ctx.saved_tensors
-        dt_rank, d_state, reverse, scan = ctx.meta
-        leaves = [t.detach().requires_grad_(t.requires_grad) if t is not None else None
-                  for t in (x, conv_w, conv_b, x_proj_w, dt_proj_w, A_log)]
-        xl, cw, cb, xw, dw, al = leaves
-        enabled, dtype = ctx.autocast
-        with torch.enable_grad(), torch.autocast(x.device.type, dtype=dtype, enabled=enabled):
-            u, delta, A, B4, C4, D32, zz, bias = _pre_scan(scan, xl, z, cw, cb, xw, dw, dt_bias, al, D, dt_rank,
-                                                           d_state, reverse)
-        if reverse:
-            dout = dout.flip(-1)
-        du, ddelta, dA, dB, dC, dD, dz, dbias = scan.backend._bwd(
-            dout.contiguous(), u.detach(), delta.detach(), A.detach(), B4.detach(), C4.detach(), D32, zz, bias,
-            True, ckpt)
-        pairs = [(t, g) for t, g in ((u, du), (delta, ddelta), (A, dA), (B4, dB.to(B4.dtype)), (C4, dC.to(C4.dtype)))
-                 if t.requires_grad]
-        grads = [None] * len(leaves)
-        wanted = [i for i, t in enumerate(leaves) if t is not None and t.requires_grad]
-        if pairs and wanted:
-            got = torch.autograd.grad([t for t, _ in pairs], [leaves[i] for i in wanted], [g for _, g in pairs],
-                                      allow_unused=True)
-            for i, g in zip(wanted, got):
-                grads[i] = g
-        if dz is not None and reverse:
-            dz = dz.flip(-1)
-        dx, dcw, dcb, dxw, ddw, dal = grads
-        return (dx, dz if z is not None else None, dcw, dcb, dxw, ddw,
-                dbias.to(dt_bias.dtype) if dbias is not None else None, dal,
-                dD.to(D.dtype) if dD is not None else None, None, None, None, None)
+        *saved, ckpt = ctx.saved_tensors
+        grads = _backward(dout, *saved, ckpt, *ctx.meta)
+        return grads + (None,) * 5
+
+
+if _custom_op is not None:
+    @_custom_op('mamba_sr_archs::mamba_inner_fwd', mutates_args=())
+    def _fwd_op(x: torch.Tensor, z: Optional[torch.Tensor], conv_w: torch.Tensor, conv_b: Optional[torch.Tensor],
+                x_proj_w: torch.Tensor, dt_proj_w: torch.Tensor, dt_bias: torch.Tensor, A_log: torch.Tensor,
+                D: torch.Tensor, dt_rank: int, d_state: int, reverse: bool, backend: str,
+                cdt: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
+        return _forward(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, dt_rank, d_state, reverse,
+                        backend, cdt)
+
+    @_fwd_op.register_fake
+    def _fwd_fake(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, dt_rank, d_state, reverse, backend,
+                  cdt):
+        from .selective_scan import _kernel_module
+        batch, dim, seqlen = x.shape
+        ckpt_shape = _kernel_module(backend).ckpt_shape(batch, dim, 1, d_state, seqlen)
+        return x.new_empty((batch, dim, seqlen), dtype=cdt), x.new_empty(ckpt_shape, dtype=torch.float32)
+
+    @_custom_op('mamba_sr_archs::mamba_inner_bwd', mutates_args=())
+    def _bwd_op(dout: torch.Tensor, x: torch.Tensor, z: Optional[torch.Tensor], conv_w: torch.Tensor,
+                conv_b: Optional[torch.Tensor], x_proj_w: torch.Tensor, dt_proj_w: torch.Tensor,
+                dt_bias: torch.Tensor, A_log: torch.Tensor, D: torch.Tensor, ckpt: torch.Tensor, dt_rank: int,
+                d_state: int, reverse: bool, backend: str, cdt: torch.dtype) -> List[torch.Tensor]:
+        from .selective_scan import like_input
+        grads = _backward(dout, x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, ckpt, dt_rank,
+                          d_state, reverse, backend, cdt)
+        inputs = (x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D)
+        # Gradients in their inputs' layouts (as the fake promises); absent ones as empty tensors.
+        return [like_input(g, t) if g is not None else x.new_empty((0,)) for g, t in zip(grads, inputs)]
+
+    @_bwd_op.register_fake
+    def _bwd_fake(dout, x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, ckpt, dt_rank, d_state,
+                  reverse, backend, cdt):
+        return [torch.empty_like(t) if t is not None else x.new_empty((0,))
+                for t in (x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D)]
+
+    def _op_setup(ctx, inputs, output):
+        ctx.save_for_backward(*inputs[:9], output[1])
+        ctx.meta = inputs[9:]
+
+    def _op_backward(ctx, dout, dckpt):
+        *saved, ckpt = ctx.saved_tensors
+        if dout is None:
+            dout = torch.zeros_like(saved[0])
+        grads = _bwd_op(dout, *saved, ckpt, *ctx.meta)
+        return tuple(g if t is not None else None for g, t in zip(grads, saved)) + (None,) * 5
+
+    _fwd_op.register_autograd(_op_backward, setup_context=_op_setup)
 
 
 def mamba_inner(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, dt_rank, d_state, reverse=False):
@@ -102,8 +200,13 @@ def mamba_inner(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, dt
     x, z: (batch, d_inner, L); conv_w (d_inner, K), conv_b (d_inner,) or None; x_proj_w (dt_rank + 2 d_state,
     d_inner); dt_proj_w (d_inner, dt_rank); dt_bias, D (d_inner,); A_log (d_inner, d_state).
     """
-    scan = kernel_scan_for(x, d_state)
-    if scan is None:
+    backend = kernel_backend_for(x, d_state)
+    if backend is None:
         return None
-    return _MambaInnerFn.apply(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, dt_rank, d_state,
-                               reverse, scan)
+    device = x.device.type
+    cdt = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+    args = (x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, int(dt_rank), int(d_state), bool(reverse),
+            backend, cdt)
+    if _custom_op is not None and (_FORCE_CUSTOM_OP[0] or torch.compiler.is_compiling()):
+        return _fwd_op(*args)[0]
+    return _MambaInnerFn.apply(*args)
