@@ -86,6 +86,10 @@ MODES = {
     # ``train: {lean_memory: true}``: MMA/MPSI Mamba directions through ops.mamba_inner (fewer saved activations)
     'tf32-cuda-graph-lean': dict(tf32=True, bf16=False, scan='cuda', fused_adam=True, graph=True, lean=True),
     'bf16-cuda-graph-lean': dict(tf32=True, bf16=True, scan='cuda', fused_adam=True, graph=True, lean=True),
+    'tf32-cuda-compile-graph-lean': dict(tf32=True, bf16=False, scan='cuda', fused_adam=True, graph=True,
+                                         compile=True, lean=True),
+    'bf16-cuda-compile-graph-lean': dict(tf32=True, bf16=True, scan='cuda', fused_adam=True, graph=True,
+                                         compile=True, lean=True),
     # the Triton forward without splitting long sequences into segments (triton_scan.num_segments)
     'tf32-triton-graph-noseg': dict(tf32=True, bf16=False, scan='triton', fused_adam=True, graph=True,
                                     triton_override={'fwd': {'SEGMENTS': 1}}),

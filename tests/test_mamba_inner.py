@@ -103,3 +103,39 @@ def test_lean_path_matches_plain_layer_and_saves_less_in_triton_interpreter():
     res = subprocess.run([sys.executable, '-c', f'ROOT = {ROOT!r}\n' + _SCRIPT], capture_output=True, text=True,
                          env=env, timeout=600)
     assert res.returncode == 0 and 'OK' in res.stdout, res.stdout[-3000:] + res.stderr[-3000:]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.parametrize('bimamba,autocast', [('v2', False), ('none', False), ('v2', True)])
+def test_lean_path_matches_plain_layer_on_gpu(bimamba, autocast):
+    """MMA's layer size (d_model 192, N 16) with the CUDA scan: the lean path (as an autograd.Function and as the
+    custom ops) gives the plain layer's output and gradients, in fp32 and under bf16 autocast."""
+    import mamba_sr_archs.ops.mamba_inner as mi
+    torch.manual_seed(0)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    layer = Mamba(192, d_state=16, bimamba_type=bimamba).cuda()
+    x = torch.randn(2, 1024, 192, device='cuda')
+    w = torch.randn(2, 1024, 192, device='cuda')
+    results = {}
+    for path in ('plain', 'lean', 'lean-op'):
+        layer.lean_memory = path != 'plain'
+        mi._FORCE_CUSTOM_OP[0] = path == 'lean-op'
+        layer.zero_grad()
+        xi = x.clone().requires_grad_()
+        try:
+            with torch.autocast('cuda', dtype=torch.bfloat16, enabled=autocast):
+                out = layer(xi)
+            (out.float() * w).sum().backward()
+        finally:
+            mi._FORCE_CUSTOM_OP[0] = False
+        results[path] = [out.detach().float(), xi.grad] + [p.grad for p in layer.parameters() if p.grad is not None]
+    tol = 2e-2 if autocast else 1e-4
+
+    def rel(a, b):
+        return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
+    for path in ('lean', 'lean-op'):
+        assert len(results[path]) == len(results['plain'])
+        for i, (a, b) in enumerate(zip(results[path], results['plain'])):
+            assert rel(a, b) < tol, (path, i, rel(a, b))
