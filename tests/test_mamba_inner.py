@@ -55,9 +55,10 @@ for bimamba in ('v2', 'none'):
     results = {}
     # plain layer; lean as autograd.Function; lean as custom ops (eagerly); lean under torch.compile (aot_eager,
     # fullgraph: the custom ops must trace without a graph break)
-    for path in ('plain', 'lean', 'lean-op', 'lean-compile'):
+    for path in ('plain', 'lean', 'lean-ckpt', 'lean-op', 'lean-compile'):
         layer.lean_memory = path != 'plain'
         mi._FORCE_CUSTOM_OP[0] = path == 'lean-op'
+        mi.KEEP_SCAN_CHECKPOINTS[0] = path == 'lean-ckpt'   # level 1 (else level 2, the default)
         before = calls['fwd']
         layer.zero_grad()
         xi = x.clone().requires_grad_()
@@ -68,8 +69,9 @@ for bimamba in ('v2', 'none'):
         results[path] = (out.detach(), xi.grad, {n: p.grad.clone() for n, p in layer.named_parameters()
                                                  if p.grad is not None}, nbytes)
     mi._FORCE_CUSTOM_OP[0] = False
+    mi.KEEP_SCAN_CHECKPOINTS[0] = False
     o0, g0, p0, b0 = results['plain']
-    for path in ('lean', 'lean-op', 'lean-compile'):
+    for path in ('lean', 'lean-ckpt', 'lean-op', 'lean-compile'):
         o1, g1, p1, b1 = results[path]
         torch.testing.assert_close(o1, o0, rtol=1e-5, atol=1e-6, msg=path)
         torch.testing.assert_close(g1, g0, rtol=1e-4, atol=1e-6, msg=path)
@@ -79,6 +81,8 @@ for bimamba in ('v2', 'none'):
         print(bimamba, path, 'saved bytes plain', b0, 'lean', b1)
         if path != 'lean-compile':      # compiled graphs save through their own mechanism (not the hooks)
             assert b1 < 0.6 * b0, (path, b0, b1)
+            if path != 'lean-ckpt':     # level 2 keeps less than level 1 (no scan checkpoints)
+                assert b1 < results['lean-ckpt'][3], (path, b1, results['lean-ckpt'][3])
 print('OK')
 '''
 
@@ -119,9 +123,10 @@ def test_lean_path_matches_plain_layer_on_gpu(bimamba, autocast):
     x = torch.randn(2, 1024, 192, device='cuda')
     w = torch.randn(2, 1024, 192, device='cuda')
     results = {}
-    for path in ('plain', 'lean', 'lean-op'):
+    for path in ('plain', 'lean', 'lean-ckpt', 'lean-op'):
         layer.lean_memory = path != 'plain'
         mi._FORCE_CUSTOM_OP[0] = path == 'lean-op'
+        mi.KEEP_SCAN_CHECKPOINTS[0] = path == 'lean-ckpt'
         layer.zero_grad()
         xi = x.clone().requires_grad_()
         try:
@@ -130,12 +135,13 @@ def test_lean_path_matches_plain_layer_on_gpu(bimamba, autocast):
             (out.float() * w).sum().backward()
         finally:
             mi._FORCE_CUSTOM_OP[0] = False
+            mi.KEEP_SCAN_CHECKPOINTS[0] = False
         results[path] = [out.detach().float(), xi.grad] + [p.grad for p in layer.parameters() if p.grad is not None]
     tol = 2e-2 if autocast else 1e-4
 
     def rel(a, b):
         return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
-    for path in ('lean', 'lean-op'):
+    for path in ('lean', 'lean-ckpt', 'lean-op'):
         assert len(results[path]) == len(results['plain'])
         for i, (a, b) in enumerate(zip(results[path], results['plain'])):
             assert rel(a, b) < tol, (path, i, rel(a, b))

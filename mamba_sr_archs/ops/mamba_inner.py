@@ -27,6 +27,10 @@ __all__ = ['mamba_inner', 'kernel_backend_for']
 
 _custom_op = getattr(getattr(torch, 'library', None), 'custom_op', None)
 _FORCE_CUSTOM_OP = [False]   # tests set this to run the custom-op path eagerly
+# Level 1 (True): keep the scan kernel's state checkpoints from the forward to the backward, (b, d, L / T, N) floats
+# (2-4x the size of u at N = 16-32).  Level 2 (False, the default): keep nothing of the scan; the backward runs the
+# scan's forward again to rebuild them (one extra scan forward per direction, transient memory only).
+KEEP_SCAN_CHECKPOINTS = [False]
 
 
 def kernel_backend_for(u, dstate):
@@ -75,18 +79,18 @@ def _recompute(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, dt_
 
 
 def _forward(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, dt_rank, d_state, reverse, backend,
-             cdt):
-    """(out (b, d_inner, L) in ``cdt``, scan checkpoints)."""
+             cdt, keep_ckpt):
+    """(out (b, d_inner, L) in ``cdt``, scan checkpoints, or an empty tensor when not ``keep_ckpt``)."""
     scan = _scan_object(backend)
     with torch.no_grad():
         prepared = _recompute(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, dt_rank, d_state,
                               reverse, scan, cdt)[-1]
-        out, _, ckpt = scan.backend._fwd(*prepared, True, True)
-    return (out.flip(-1) if reverse else out), ckpt
+        out, _, ckpt = scan.backend._fwd(*prepared, True, keep_ckpt)
+    return (out.flip(-1) if reverse else out), (ckpt if keep_ckpt else x.new_empty((0,), dtype=torch.float32))
 
 
 def _backward(dout, x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, ckpt, dt_rank, d_state, reverse,
-              backend, cdt):
+              backend, cdt, keep_ckpt):
     """Gradients (dx, dz, d conv_w, d conv_b, d x_proj_w, d dt_proj_w, d dt_bias, d A_log, dD); None for absent
     inputs.  Chain rule by hand, in the order the forward ran backwards: scan -> dt_proj -> x_proj -> SiLU -> conv."""
     scan = _scan_object(backend)
@@ -96,21 +100,22 @@ def _backward(dout, x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D
         A = prepared[2]
         if reverse:
             dout = dout.flip(-1)
+        if not keep_ckpt:      # level 2: the forward kept no checkpoints; rerun the scan's forward to get them
+            ckpt = scan.backend._fwd(*prepared, True, True)[2]
         du, ddelta, dA, dB, dC, dD, dz, dbias = scan.backend._bwd(dout.contiguous(), *prepared, True, ckpt)
+        del ckpt
         batch, dim, seqlen = u.shape
-        # delta = dtv @ dt_proj_w^T (transposed to (b, d, L))
-        ddelta_t = ddelta.transpose(1, 2).to(cdt)                                        # (b, L, d)
-        d_dtv = ddelta_t @ dt_proj_w.to(cdt)                                             # (b, L, r)
-        d_dt_proj_w = torch.einsum('bld,blr->dr', ddelta_t, dtv)
+        # delta = dtv @ dt_proj_w^T, transposed to (b, d, L); batched products read the transposed views in place
+        ddelta = ddelta.to(cdt)
+        d_dtv = torch.matmul(ddelta.transpose(1, 2), dt_proj_w.to(cdt))                  # (b, L, r)
+        d_dt_proj_w = torch.bmm(ddelta, dtv).sum(0)                                      # (d, r)
         # x_dbl = u^T @ x_proj_w^T = [dtv | B^T | C^T]
         d_xdbl = torch.cat([d_dtv, dB.reshape(batch, d_state, seqlen).transpose(1, 2).to(cdt),
-                            dC.reshape(batch, d_state, seqlen).transpose(1, 2).to(cdt)], dim=-1)
-        d_x_proj_w = torch.einsum('blk,bdl->kd', d_xdbl, u)
-        du = du + (d_xdbl @ x_proj_w.to(cdt)).transpose(1, 2)
-        # u = silu(u_pre): d/du_pre = sigmoid * (1 + u_pre * (1 - sigmoid)), in float32
-        pre = u_pre.float()
-        sig = torch.sigmoid(pre)
-        du_pre = (du.float() * sig * (1 + pre * (1 - sig))).to(cdt)
+                            dC.reshape(batch, d_state, seqlen).transpose(1, 2).to(cdt)], dim=-1)   # (b, L, k)
+        d_xdbl_t = d_xdbl.transpose(1, 2)                                                 # (b, k, L)
+        d_x_proj_w = torch.bmm(d_xdbl_t, u.transpose(1, 2)).sum(0)                        # (k, d)
+        du = du.baddbmm_(x_proj_w.to(cdt).t().expand(batch, -1, -1), d_xdbl_t)           # (b, d, L)
+        du_pre = torch.ops.aten.silu_backward(du, u_pre)
         # depthwise causal conv over the left-padded input
         dxpad, dconv_w, dconv_b = torch.ops.aten.convolution_backward(
             du_pre, xpad, conv_w.to(cdt).unsqueeze(1), [dim] if conv_b is not None else None, [1], [0], [1], False,
@@ -130,10 +135,10 @@ class _MambaInnerFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, dt_rank, d_state, reverse, backend,
-                cdt):
-        ctx.meta = (dt_rank, d_state, reverse, backend, cdt)
+                cdt, keep_ckpt):
+        ctx.meta = (dt_rank, d_state, reverse, backend, cdt, keep_ckpt)
         out, ckpt = _forward(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, dt_rank, d_state, reverse,
-                             backend, cdt)
+                             backend, cdt, keep_ckpt)
         ctx.save_for_backward(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, ckpt)
         return out
 
@@ -141,41 +146,41 @@ class _MambaInnerFn(torch.autograd.Function):
     def backward(ctx, dout):
         *saved, ckpt = ctx.saved_tensors
         grads = _backward(dout, *saved, ckpt, *ctx.meta)
-        return grads + (None,) * 5
+        return grads + (None,) * 6
 
 
 if _custom_op is not None:
     @_custom_op('mamba_sr_archs::mamba_inner_fwd', mutates_args=())
     def _fwd_op(x: torch.Tensor, z: Optional[torch.Tensor], conv_w: torch.Tensor, conv_b: Optional[torch.Tensor],
                 x_proj_w: torch.Tensor, dt_proj_w: torch.Tensor, dt_bias: torch.Tensor, A_log: torch.Tensor,
-                D: torch.Tensor, dt_rank: int, d_state: int, reverse: bool, backend: str,
-                cdt: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
+                D: torch.Tensor, dt_rank: int, d_state: int, reverse: bool, backend: str, cdt: torch.dtype,
+                keep_ckpt: bool) -> Tuple[torch.Tensor, torch.Tensor]:
         return _forward(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, dt_rank, d_state, reverse,
-                        backend, cdt)
+                        backend, cdt, keep_ckpt)
 
     @_fwd_op.register_fake
     def _fwd_fake(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, dt_rank, d_state, reverse, backend,
-                  cdt):
+                  cdt, keep_ckpt):
         from .selective_scan import _kernel_module
         batch, dim, seqlen = x.shape
-        ckpt_shape = _kernel_module(backend).ckpt_shape(batch, dim, 1, d_state, seqlen)
+        ckpt_shape = _kernel_module(backend).ckpt_shape(batch, dim, 1, d_state, seqlen) if keep_ckpt else (0,)
         return x.new_empty((batch, dim, seqlen), dtype=cdt), x.new_empty(ckpt_shape, dtype=torch.float32)
 
     @_custom_op('mamba_sr_archs::mamba_inner_bwd', mutates_args=())
     def _bwd_op(dout: torch.Tensor, x: torch.Tensor, z: Optional[torch.Tensor], conv_w: torch.Tensor,
                 conv_b: Optional[torch.Tensor], x_proj_w: torch.Tensor, dt_proj_w: torch.Tensor,
                 dt_bias: torch.Tensor, A_log: torch.Tensor, D: torch.Tensor, ckpt: torch.Tensor, dt_rank: int,
-                d_state: int, reverse: bool, backend: str, cdt: torch.dtype) -> List[torch.Tensor]:
+                d_state: int, reverse: bool, backend: str, cdt: torch.dtype, keep_ckpt: bool) -> List[torch.Tensor]:
         from .selective_scan import like_input
         grads = _backward(dout, x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, ckpt, dt_rank,
-                          d_state, reverse, backend, cdt)
+                          d_state, reverse, backend, cdt, keep_ckpt)
         inputs = (x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D)
         # Gradients in their inputs' layouts (as the fake promises); absent ones as empty tensors.
         return [like_input(g, t) if g is not None else x.new_empty((0,)) for g, t in zip(grads, inputs)]
 
     @_bwd_op.register_fake
     def _bwd_fake(dout, x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, ckpt, dt_rank, d_state,
-                  reverse, backend, cdt):
+                  reverse, backend, cdt, keep_ckpt):
         return [torch.empty_like(t) if t is not None else x.new_empty((0,))
                 for t in (x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D)]
 
@@ -188,7 +193,7 @@ if _custom_op is not None:
         if dout is None:
             dout = torch.zeros_like(saved[0])
         grads = _bwd_op(dout, *saved, ckpt, *ctx.meta)
-        return tuple(g if t is not None else None for g, t in zip(grads, saved)) + (None,) * 5
+        return tuple(g if t is not None else None for g, t in zip(grads, saved)) + (None,) * 6
 
     _fwd_op.register_autograd(_op_backward, setup_context=_op_setup)
 
@@ -206,7 +211,7 @@ def mamba_inner(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, dt
     device = x.device.type
     cdt = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
     args = (x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, int(dt_rank), int(d_state), bool(reverse),
-            backend, cdt)
+            backend, cdt, bool(KEEP_SCAN_CHECKPOINTS[0]))
     if _custom_op is not None and (_FORCE_CUSTOM_OP[0] or torch.compiler.is_compiling()):
         return _fwd_op(*args)[0]
     return _MambaInnerFn.apply(*args)
