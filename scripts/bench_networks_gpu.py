@@ -90,6 +90,12 @@ MODES = {
                                          compile=True, lean=True),
     'bf16-cuda-compile-graph-lean': dict(tf32=True, bf16=True, scan='cuda', fused_adam=True, graph=True,
                                          compile=True, lean=True),
+    # lean level 1: the scan checkpoints kept from the forward (ops.mamba_inner.KEEP_SCAN_CHECKPOINTS)
+    'tf32-cuda-compile-graph-lean1': dict(tf32=True, bf16=False, scan='cuda', fused_adam=True, graph=True,
+                                          compile=True, lean=True, lean_ckpt=True),
+    # compile with AOT autograd's activation memory budget (the partitioner recomputes more, saves less)
+    'tf32-cuda-compile-graph-mem50': dict(tf32=True, bf16=False, scan='cuda', fused_adam=True, graph=True,
+                                          compile=True, mem_budget=0.5),
     # the Triton forward without splitting long sequences into segments (triton_scan.num_segments)
     'tf32-triton-graph-noseg': dict(tf32=True, bf16=False, scan='triton', fused_adam=True, graph=True,
                                     triton_override={'fwd': {'SEGMENTS': 1}}),
@@ -122,7 +128,10 @@ def apply_mode(mode):
     torch.backends.cudnn.allow_tf32 = cfg['tf32']
     torch.backends.cudnn.benchmark = True   # BasicSR's train.py sets it too
     os.environ[ss.ENV_VAR] = cfg['scan']
-    from mamba_sr_archs.ops import cuda_scan, triton_scan
+    from mamba_sr_archs.ops import cuda_scan, mamba_inner, triton_scan
+    import torch._functorch.config as functorch_config
+    mamba_inner.KEEP_SCAN_CHECKPOINTS[0] = cfg.get('lean_ckpt', False)
+    functorch_config.activation_memory_budget = cfg.get('mem_budget', 1.0)
     cuda_scan._CONFIG_OVERRIDE.clear()
     triton_scan._CONFIG_OVERRIDE.clear()
     triton_scan._CONFIG_OVERRIDE.update(cfg.get('triton_override', {}))

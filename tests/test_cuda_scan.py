@@ -81,10 +81,12 @@ def test_launch_config_keeps_kernel_invariants(shape, grad):
 ])
 def test_kernels_compile_with_nvrtc(shape, z, kind, softplus):
     batch, dim, groups, dstate, seqlen = shape
-    for grad in (True, False):
+    # (grad, REVERSE, STORE_OUT): the autograd forward, the plain forward, a reversed one, checkpoints only
+    for grad, reverse, store_out in ((True, 0, 1), (False, 0, 1), (True, 1, 1), (True, 1, 0)):
         c = cs.launch_config(batch, dim, groups, dstate, seqlen, grad=grad)
         defines = dict(NS=c['NS'], TPC=c['TPC'], DB=c['DB'], T=c['T'], RG=c['RG'], BWD_MINB=1, HAS_D=1,
-                       HAS_Z=z, HAS_BIAS=1, SOFTPLUS=softplus, IN_KIND=kind, BC_KIND=kind, STORE_CKPT=grad)
+                       HAS_Z=z, HAS_BIAS=1, SOFTPLUS=softplus, IN_KIND=kind, BC_KIND=kind, STORE_CKPT=grad,
+                       REVERSE=reverse, STORE_OUT=store_out)
         ok, log, ptx = _compile_ptx(defines)
         assert ok, log
         assert '.entry ssm_fwd' in ptx and '.entry ssm_bwd' in ptx
@@ -93,7 +95,7 @@ def test_kernels_compile_with_nvrtc(shape, z, kind, softplus):
 def test_kernels_compile_for_ampere_too():
     c = cs.launch_config(16, 384, 1, 16, 4096)
     defines = dict(NS=c['NS'], TPC=c['TPC'], DB=c['DB'], T=c['T'], RG=c['RG'], BWD_MINB=1, HAS_D=1, HAS_Z=1,
-                   HAS_BIAS=1, SOFTPLUS=1, IN_KIND=1, BC_KIND=1, STORE_CKPT=1)
+                   HAS_BIAS=1, SOFTPLUS=1, IN_KIND=1, BC_KIND=1, STORE_CKPT=1, REVERSE=0, STORE_OUT=1)
     ok, log, _ = _compile_ptx(defines, arch='compute_80')
     assert ok, log
 
@@ -101,7 +103,7 @@ def test_kernels_compile_for_ampere_too():
 def test_a_broken_configuration_fails_with_the_compiler_log():
     # TPC must divide 32: the source's static_assert has to fire, and the launcher would report NVRTC's log
     ok, log, _ = _compile_ptx(dict(NS=1, TPC=3, DB=32, T=16, RG=2, BWD_MINB=1, HAS_D=0, HAS_Z=0, HAS_BIAS=0,
-                                   SOFTPLUS=0, IN_KIND=0, BC_KIND=0, STORE_CKPT=0))
+                                   SOFTPLUS=0, IN_KIND=0, BC_KIND=0, STORE_CKPT=0, REVERSE=0, STORE_OUT=1))
     assert not ok and 'TPC must divide 32' in log
 
 

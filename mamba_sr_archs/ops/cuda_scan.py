@@ -246,14 +246,16 @@ def _ptr(t):
     return ctypes.c_void_p(t.data_ptr() if t is not None else 0)
 
 
-def _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, **extra):
+def _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, reverse=False, **extra):
     if u.dtype not in _KINDS or B4.dtype not in _KINDS:
         raise TypeError(f'selective_scan_cuda supports float32, bfloat16 and float16; got u {u.dtype}, '
                         f'B/C {B4.dtype}')
-    return dict(NS=cfg['NS'], TPC=cfg['TPC'], DB=cfg['DB'], T=cfg['T'], RG=cfg['RG'],
-                BWD_MINB=int(_CONFIG_OVERRIDE.get('BWD_MINB', 1)), HAS_D=D is not None,
-                HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
-                IN_KIND=_KINDS[u.dtype], BC_KIND=_KINDS[B4.dtype], **extra)
+    defines = dict(NS=cfg['NS'], TPC=cfg['TPC'], DB=cfg['DB'], T=cfg['T'], RG=cfg['RG'],
+                   BWD_MINB=int(_CONFIG_OVERRIDE.get('BWD_MINB', 1)), HAS_D=D is not None,
+                   HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
+                   IN_KIND=_KINDS[u.dtype], BC_KIND=_KINDS[B4.dtype], REVERSE=bool(reverse), STORE_OUT=1)
+    defines.update(extra)
+    return defines
 
 
 def _strides(*tensors_dims):
@@ -277,12 +279,15 @@ def _segment_plan(cfg, n_seg, n_chunks, seqlen, batch, dim, dstate, device):
     return seg_len, cfg['grid'][:2] + (n_seg,), bufs
 
 
-def _fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt):
+def _fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt, reverse=False, store_out=True):
+    """(out, last_state, ckpt).  ``reverse``: scan from the sequence's end (the result of flipping every input
+    along L, scanning and flipping the output back, without the copies).  ``store_out=False``: checkpoints only
+    (out is None), to rebuild them for a backward."""
     C4 = C4.to(B4.dtype)
     batch, dim, seqlen, dstate, groups, sm, cfg = _shape_config(u, A, B4, bool(store_ckpt))
     dev = u.device
     n_chunks = -(-seqlen // cfg['T'])
-    out = _empty((batch, dim, seqlen), u.dtype, dev)
+    out = _empty((batch, dim, seqlen), u.dtype, dev) if store_out else None
     last = _empty((batch, dim, dstate), torch.float32, dev)
     ckpt = (_empty((batch, dim, n_chunks, dstate), torch.float32, dev) if store_ckpt
             else torch.empty(1, dtype=torch.float32, device=dev))
@@ -291,8 +296,8 @@ def _fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt):
     delta_bias = delta_bias.float() if delta_bias is not None else None
     delta = delta.to(u.dtype)
     z = z.to(u.dtype) if z is not None else None
-    kern = _kernel('ssm_fwd', _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, STORE_CKPT=bool(store_ckpt)),
-                   dev)
+    kern = _kernel('ssm_fwd', _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, reverse,
+                                       STORE_CKPT=bool(store_ckpt), STORE_OUT=int(store_out)), dev)
     strides = _strides((u, (0, 1)), (delta, (0, 1)), (A, (0, 1)), (B4, (0, 1, 2)), (C4, (0, 1, 2)), (z, (0, 1)),
                        (out, (0, 1)))
     head = [_ptr(u), _ptr(delta), _ptr(A), _ptr(B4), _ptr(C4), _ptr(D), _ptr(z), _ptr(delta_bias)]
@@ -306,13 +311,13 @@ def _fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt):
     bufs = [_ptr(out), _ptr(last), _ptr(ckpt), _ptr(seg_last), _ptr(seg_decay)]
     tail = tail + [ctypes.c_int(seg_len)] + strides
     # Pass 1: segment summaries (no outputs, no checkpoints); pass 2: outputs from the true start states.
-    summary = _kernel('ssm_fwd', _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, STORE_CKPT=0), dev)
+    summary = _kernel('ssm_fwd', _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, reverse, STORE_CKPT=0), dev)
     summary.launch(grid, head + bufs + tail + [ctypes.c_int(1)], dev)
     kern.launch(grid, head + bufs + tail + [ctypes.c_int(2)], dev)
     return out, last, ckpt
 
 
-def _bwd(dout, u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, ckpt):
+def _bwd(dout, u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, ckpt, reverse=False):
     C4 = C4.to(B4.dtype)
     batch, dim, seqlen, dstate, groups, sm, cfg = _shape_config(u, A, B4, True)
     dev = u.device
@@ -331,7 +336,7 @@ def _bwd(dout, u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, ckpt):
     # The kernel writes du, ddelta and dz in u's dtype; converted below when delta / z have another.
     g = grad_buffers(u, delta_in, z_in, D, delta_bias, groups, dstate, atomic, _empty)
     du, ddelta, dB, dC, dA, dD, dz, dbias = (g[k] for k in ('du', 'ddelta', 'dB', 'dC', 'dA', 'dD', 'dz', 'dbias'))
-    kern = _kernel('ssm_bwd', _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, STORE_CKPT=0), dev)
+    kern = _kernel('ssm_bwd', _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, reverse, STORE_CKPT=0), dev)
     args = [_ptr(u), _ptr(delta_in), _ptr(A32), _ptr(B4), _ptr(C4), _ptr(D32), _ptr(z_in), _ptr(bias32), _ptr(dout),
             _ptr(ckpt),
             _ptr(du), _ptr(ddelta), _ptr(dA), _ptr(dB), _ptr(dC), _ptr(dD), _ptr(dz), _ptr(dbias)]

@@ -10,14 +10,19 @@
 // channel and step), u, B and C (and dout, z in the backward).
 //
 // Compile-time configuration, -DSS_<name> by the launcher (prefixed so as not to clash with NVRTC's headers):
-// NS, TPC, DB, T, RG (backward steps per reduction group), BWD_MINB (backward blocks per SM to fit registers for), HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, STORE_CKPT, IN_KIND
-// and BC_KIND (0 fp32, 1 bf16, 2 fp16).
+// NS, TPC, DB, T, RG (backward steps per reduction group), BWD_MINB (backward blocks per SM to fit registers for),
+// HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, STORE_CKPT, STORE_OUT (0: the forward only stores checkpoints, no outputs),
+// REVERSE (scan the sequence from its end: time step t reads and writes memory position L - 1 - t, so a reversed
+// direction needs no flipped copies), IN_KIND and BC_KIND (0 fp32, 1 bf16, 2 fp16).
 constexpr int NS = SS_NS, TPC = SS_TPC, DB = SS_DB, T = SS_T, RG = SS_RG;
 #define HAS_D SS_HAS_D
 #define HAS_Z SS_HAS_Z
 #define HAS_BIAS SS_HAS_BIAS
 #define SOFTPLUS SS_SOFTPLUS
 #define STORE_CKPT SS_STORE_CKPT
+#define STORE_OUT SS_STORE_OUT
+#define REVERSE SS_REVERSE
+#define POS(t) (REVERSE ? (L - 1 - (t)) : (t))    // memory position of time step t along the sequence
 #define IN_KIND SS_IN_KIND
 #define BC_KIND SS_BC_KIND
 static_assert(TPC >= 1 && TPC <= 32 && (32 % TPC) == 0, "TPC must divide 32");
@@ -147,25 +152,26 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
     static_assert(NTHREADS % T == 0, "whole rows per pass");
     const int row0 = tid / T, tt0 = tid % T;
     const long long dd0 = g * dpg + d0 + row0;
-    const in_t *p_dt = dt + b * s_tb + dd0 * s_td + tt0, *p_u = u + b * s_ub + dd0 * s_ud + tt0;
-    const in_t *p_z = HAS_Z ? z + b * s_zb + dd0 * s_zd + tt0 : nullptr;
-    const bc_t *p_B = Bg + row0 * s_Bn + tt0, *p_C = Cg + row0 * s_Cn + tt0;
+    const in_t *p_dt = dt + b * s_tb + dd0 * s_td, *p_u = u + b * s_ub + dd0 * s_ud;
+    const in_t *p_z = HAS_Z ? z + b * s_zb + dd0 * s_zd : nullptr;
+    const bc_t *p_B = Bg + row0 * s_Bn, *p_C = Cg + row0 * s_Cn;
     auto load = [&](int t0) {
         const bool ok_t = t0 + tt0 < t_end;
+        const int pos = POS(t0 + tt0);
 #pragma unroll
         for (int j = 0; j < NU; ++j) {
             const int cc = row0 + j * RS;
             const bool ok = ok_t && cc < DB && d0 + cc < dpg;
-            r_dt[j] = ok ? ld_in(p_dt[j * RS * s_td + t0]) : 0.f;
-            r_u[j] = ok ? ld_in(p_u[j * RS * s_ud + t0]) : 0.f;
-            r_z[j] = (HAS_Z && ok) ? ld_in(p_z[j * RS * s_zd + t0]) : 0.f;
+            r_dt[j] = ok ? ld_in(p_dt[j * RS * s_td + pos]) : 0.f;
+            r_u[j] = ok ? ld_in(p_u[j * RS * s_ud + pos]) : 0.f;
+            r_z[j] = (HAS_Z && STORE_OUT && ok) ? ld_in(p_z[j * RS * s_zd + pos]) : 0.f;
         }
 #pragma unroll
         for (int j = 0; j < NBC; ++j) {
             const int nn = row0 + j * RS;
             const bool ok = ok_t && nn < N;
-            r_B[j] = ok ? ld_bc(p_B[j * RS * s_Bn + t0]) : 0.f;
-            r_C[j] = ok ? ld_bc(p_C[j * RS * s_Cn + t0]) : 0.f;
+            r_B[j] = ok ? ld_bc(p_B[j * RS * s_Bn + pos]) : 0.f;
+            r_C[j] = (STORE_OUT && ok) ? ld_bc(p_C[j * RS * s_Cn + pos]) : 0.f;
         }
     };
     const int n_my_chunks = (t_end - t_begin + T - 1) / T;
@@ -218,11 +224,11 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
             for (int k = 0; k < NS; ++k) {
                 const float a = exp2f(dtv * A2[k]);
                 h[k] = fmaf(a, h[k], dtu * s_B[s * NS + k][tt]);
-                acc = fmaf(s_C[s * NS + k][tt], h[k], acc);
+                if (STORE_OUT) acc = fmaf(s_C[s * NS + k][tt], h[k], acc);
             }
             y[tt] = acc;
         }
-        if (mode != 1) {
+        if (mode != 1 && STORE_OUT) {
             reduce_scatter<T, TPC / 2, 1>(y, lane);
             constexpr int PER = T / TPC;
 #pragma unroll
@@ -235,7 +241,7 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
                     const float zz = s_z[c][tt];
                     v *= zz * sigmoid_f(zz);
 #endif
-                    out[b * s_ob + (long long)d * s_od + t] = st_in(v);
+                    out[b * s_ob + (long long)d * s_od + POS(t)] = st_in(v);
                 }
             }
         }
@@ -323,27 +329,28 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
     static_assert(NTHREADS % T == 0, "whole rows per pass");
     const int row0 = tid / T, tt0 = tid % T;
     const long long dd0 = g * dpg + d0 + row0;
-    const in_t *p_dt = dt + b * s_tb + dd0 * s_td + tt0, *p_u = u + b * s_ub + dd0 * s_ud + tt0;
-    const in_t *p_g = dout + b * s_gb + dd0 * s_gd + tt0;
-    const in_t *p_z = HAS_Z ? z + b * s_zb + dd0 * s_zd + tt0 : nullptr;
-    const bc_t *p_B = Bg + row0 * s_Bn + tt0, *p_C = Cg + row0 * s_Cn + tt0;
+    const in_t *p_dt = dt + b * s_tb + dd0 * s_td, *p_u = u + b * s_ub + dd0 * s_ud;
+    const in_t *p_g = dout + b * s_gb + dd0 * s_gd;
+    const in_t *p_z = HAS_Z ? z + b * s_zb + dd0 * s_zd : nullptr;
+    const bc_t *p_B = Bg + row0 * s_Bn, *p_C = Cg + row0 * s_Cn;
     auto load = [&](int t0) {       // one chunk ahead, as in the forward
         const bool ok_t = t0 + tt0 < L;
+        const int pos = POS(t0 + tt0);
 #pragma unroll
         for (int j = 0; j < NU; ++j) {
             const int cc = row0 + j * RS;
             const bool ok = ok_t && cc < DB && d0 + cc < dpg;
-            r_dt[j] = ok ? ld_in(p_dt[j * RS * s_td + t0]) : 0.f;
-            r_u[j] = ok ? ld_in(p_u[j * RS * s_ud + t0]) : 0.f;
-            r_g[j] = ok ? ld_in(p_g[j * RS * s_gd + t0]) : 0.f;
-            r_z[j] = (HAS_Z && ok) ? ld_in(p_z[j * RS * s_zd + t0]) : 0.f;
+            r_dt[j] = ok ? ld_in(p_dt[j * RS * s_td + pos]) : 0.f;
+            r_u[j] = ok ? ld_in(p_u[j * RS * s_ud + pos]) : 0.f;
+            r_g[j] = ok ? ld_in(p_g[j * RS * s_gd + pos]) : 0.f;
+            r_z[j] = (HAS_Z && ok) ? ld_in(p_z[j * RS * s_zd + pos]) : 0.f;
         }
 #pragma unroll
         for (int j = 0; j < NBC; ++j) {
             const int nn = row0 + j * RS;
             const bool ok = ok_t && nn < N;
-            r_B[j] = ok ? ld_bc(p_B[j * RS * s_Bn + t0]) : 0.f;
-            r_C[j] = ok ? ld_bc(p_C[j * RS * s_Cn + t0]) : 0.f;
+            r_B[j] = ok ? ld_bc(p_B[j * RS * s_Bn + pos]) : 0.f;
+            r_C[j] = ok ? ld_bc(p_C[j * RS * s_Cn + pos]) : 0.f;
         }
     };
     load(c_hi * T);
@@ -423,7 +430,7 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
                 const float sz = sigmoid_f(zz);
                 const float yv = HAS_D ? fmaf(Dd, s_u[c][tt], y[i]) : y[i];
                 if (mode != 1 && valid_d && t < L)
-                    dz[(b * dim + d) * (long long)L + t] = st_in(gv * yv * sz * (1.f + zz * (1.f - sz)));
+                    dz[(b * dim + d) * (long long)L + POS(t)] = st_in(gv * yv * sz * (1.f + zz * (1.f - sz)));
                 dyv = gv * zz * sz;
 #endif
                 if (HAS_D && mode != 1) dD_acc = fmaf(dyv, s_u[c][tt], dD_acc);
@@ -503,8 +510,8 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
             if (SOFTPLUS) ddv *= s_sg[c][tt];
             if (valid_d && t < L) {
                 dbias_acc += ddv;
-                du[(b * dim + d) * (long long)L + t] = st_in(duv);
-                ddt[(b * dim + d) * (long long)L + t] = st_in(ddv);
+                du[(b * dim + d) * (long long)L + POS(t)] = st_in(duv);
+                ddt[(b * dim + d) * (long long)L + POS(t)] = st_in(ddv);
             }
         }
         __syncthreads();
@@ -512,7 +519,7 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
         for (int i = tid; i < NPAD * T; i += NTHREADS) {
             const int nn = i / T, tt = i % T, t = t0 + tt;
             if (nn < N && t < L) {
-                const long long off = (bgN + nn) * L + t;
+                const long long off = (bgN + nn) * L + POS(t);
                 float vb = 0.f, vc = 0.f;
 #pragma unroll
                 for (int w = 0; w < NW; ++w) {
