@@ -220,6 +220,39 @@ def test_cuda_scan_matches_the_float64_reference_on_gpu(batch, dim, seqlen, dsta
         assert rel(a.grad, b.grad) < 1e-4, name
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.parametrize('seqlen,segments', [(1000, None), (4099, 4)])
+def test_reverse_scan_equals_the_flipped_scan_on_gpu(seqlen, segments):
+    """``reverse=True`` gives what flipping every input along L, scanning and flipping back gives (outputs, last
+    state, every gradient), and a checkpoints-only forward stores the same checkpoints as the full one."""
+    g = torch.Generator(device='cuda').manual_seed(1)
+    kw = dict(device='cuda', generator=g)
+    b, d, n = 2, 32, 16
+    u, delta, z = (torch.randn(b, d, seqlen, **kw) for _ in range(3))
+    A = -torch.rand(d, n, **kw) * 4 - 0.1
+    B4, C4 = (torch.randn(b, 1, n, seqlen, **kw) for _ in range(2))
+    D, bias = torch.randn(d, **kw), torch.randn(d, **kw) * 0.5
+    dout = torch.randn(b, d, seqlen, **kw)
+    if segments:
+        cs._CONFIG_OVERRIDE['SEGMENTS'] = segments
+    try:
+        out_r, last_r, ckpt_r = cs._fwd(u, delta, A, B4, C4, D, z, bias, True, True, reverse=True)
+        none, _, ckpt_only = cs._fwd(u, delta, A, B4, C4, D, z, bias, True, True, reverse=True, store_out=False)
+        grads_r = cs._bwd(dout, u, delta, A, B4, C4, D, z, bias, True, ckpt_r, reverse=True)
+        f = [t.flip(-1).contiguous() for t in (u, delta, B4, C4, z, dout)]
+        out_f, last_f, ckpt_f = cs._fwd(f[0], f[1], A, f[2], f[3], D, f[4], bias, True, True)
+        grads_f = cs._bwd(f[5], f[0], f[1], A, f[2], f[3], D, f[4], bias, True, ckpt_f)
+    finally:
+        cs._CONFIG_OVERRIDE.clear()
+    assert none is None and torch.equal(ckpt_only, ckpt_r)
+    torch.testing.assert_close(out_r, out_f.flip(-1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(last_r, last_f, rtol=1e-5, atol=1e-5)
+    for name, gr, gf in zip(['du', 'ddelta', 'dA', 'dB', 'dC', 'dD', 'dz', 'dbias'], grads_r, grads_f):
+        along_l = gr.dim() >= 3
+        torch.testing.assert_close(gr, gf.flip(-1) if along_l else gf, rtol=1e-4, atol=1e-4, msg=name)
+
+
 def test_automatic_choice_falls_back_when_the_kernels_cannot_be_built(monkeypatch):
     """A KernelBuildError (NVRTC or the driver failing) makes the automatic choice warn and use the next backend;
     an explicit backend='cuda' raises it.  CPU stand-in: the choice is pinned to 'cuda' while it is importable."""

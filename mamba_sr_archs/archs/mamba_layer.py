@@ -102,14 +102,15 @@ class Mamba(nn.Module):
 
         x, z: (batch, d_inner, length).  Returns (batch, d_inner, length).
         """
-        batch, _, length = x.shape
         x = causal_conv1d(x, conv.weight.squeeze(1), conv.bias, activation='silu')
-        x_dbl = F.linear(x.transpose(1, 2), x_proj.weight)  # (b, l, r + 2n)
-        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = F.linear(dt, dt_proj.weight).transpose(1, 2)  # (b, d_inner, l), bias goes in as delta_bias
+        # Channel-first projections, (rows, d_inner) @ (b, d_inner, l): B, C and delta come out with unit stride
+        # along l, as the scan kernels read them, with no transposed copies.
+        x_dbl = torch.matmul(x_proj.weight, x)  # (b, r + 2n, l)
+        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=1)
+        delta = torch.matmul(dt_proj.weight, dt)  # (b, d_inner, l), bias goes in as delta_bias
         A = -torch.exp(_at_least_f32(A_log))
-        return selective_scan(x, delta, A, B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(),
-                              _at_least_f32(D), z=z, delta_bias=_at_least_f32(dt_proj.bias), delta_softplus=True)
+        return selective_scan(x, delta, A, B, C, _at_least_f32(D), z=z, delta_bias=_at_least_f32(dt_proj.bias),
+                              delta_softplus=True)
 
     def _lean(self, x, z, conv, x_proj, dt_proj, A_log, D, reverse):
         """:meth:`_scan` (on the reversed sequence when ``reverse``, flipped back) through ops.mamba_inner, which
@@ -118,8 +119,13 @@ class Mamba(nn.Module):
                            A_log, D, self.dt_rank, self.d_state, reverse=reverse)
 
     def forward(self, hidden_states):
-        """hidden_states (batch, length, d_model) -> (batch, length, d_model)."""
-        xz = self.in_proj(hidden_states).transpose(1, 2)  # (b, 2 d_inner, l)
+        """hidden_states (batch, length, d_model) -> (batch, length, d_model).
+
+        The projections run channel-first (weight @ (b, channels, l)), so x and z have unit stride along l and the
+        result is a transposed view of a (b, d_model, l) tensor: no copies where the caller's tokens are the
+        transpose of an image (MMA) or the scan wants (b, d, l) rows.
+        """
+        xz = self._proj(self.in_proj, hidden_states.transpose(1, 2))  # (b, 2 d_inner, l)
         x, z = xz.chunk(2, dim=1)
         fwd = (self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D)
         bwd = (self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b) if self.bimamba_type == 'v2' \
@@ -128,9 +134,15 @@ class Mamba(nn.Module):
         if y is not None:
             if bwd is not None:
                 y = y + self._lean(x, z, *bwd, reverse=True)
-            return self.out_proj(y.transpose(1, 2))
+            return self._proj(self.out_proj, y).transpose(1, 2)
         y = self._scan(x, z, *fwd)
         if bwd is not None:
             y_b = self._scan(x.flip(-1), z.flip(-1), *bwd)
             y = y + y_b.flip(-1)
-        return self.out_proj(y.transpose(1, 2))
+        return self._proj(self.out_proj, y).transpose(1, 2)
+
+    @staticmethod
+    def _proj(linear, x):
+        """``linear`` applied channel-first: (out, in) @ (b, in, l) (+ bias) -> (b, out, l)."""
+        y = torch.matmul(linear.weight, x)
+        return y if linear.bias is None else y + linear.bias[:, None]

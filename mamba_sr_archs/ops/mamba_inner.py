@@ -58,24 +58,40 @@ def _f32(t):
     return t if t is None or t.dtype == torch.float64 else t.float()
 
 
-def _recompute(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, dt_rank, d_state, reverse, scan, cdt):
+def _recompute(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, dt_rank, d_state, reverse, backend,
+               scan, cdt):
     """Everything between the layer's x/z and the scan kernel, in the compute dtype ``cdt``.
 
-    Returns (xpad, u_pre, u, dtv, prepared) where prepared = scan.prepare(...) + A: the kernel's inputs.
+    The projections are computed channel-first ((k, d) @ (b, d, L)), so B, C and delta come out with unit stride
+    along L and need no transposed copies.  A reversed direction on the CUDA kernels stays in the original order:
+    the causal conv of the reversed sequence is the anti-causal conv (right padding, flipped taps) of the original,
+    and the kernel scans from the end; other backends get flipped copies.
+    Returns (xpad, taps, u_pre, u, dtv, prepared) with prepared = the kernel's inputs (u, delta, A, B4, C4, D, z,
+    delta_bias).
     """
-    if reverse:
+    if reverse and backend != 'cuda':
         x, z = x.flip(-1), z.flip(-1) if z is not None else None
     width = conv_w.shape[-1]
-    xpad = F.pad(x.to(cdt), (width - 1, 0))
-    u_pre = F.conv1d(xpad, conv_w.to(cdt).unsqueeze(1), _cast(conv_b, cdt), groups=x.shape[1])
+    taps = conv_w.to(cdt)
+    if reverse and backend == 'cuda':
+        xpad, taps = F.pad(x.to(cdt), (0, width - 1)), taps.flip(-1)
+    else:
+        xpad = F.pad(x.to(cdt), (width - 1, 0))
+    u_pre = F.conv1d(xpad, taps.unsqueeze(1), _cast(conv_b, cdt), groups=x.shape[1])
     u = F.silu(u_pre)
-    x_dbl = F.linear(u.transpose(1, 2), x_proj_w.to(cdt))                 # (b, L, r + 2n)
-    dtv, B, C = torch.split(x_dbl, [dt_rank, d_state, d_state], dim=-1)
-    delta = F.linear(dtv, dt_proj_w.to(cdt)).transpose(1, 2)               # (b, d_inner, L)
+    x_dbl = torch.matmul(x_proj_w.to(cdt), u)                               # (b, r + 2n, L)
+    dtv, B, C = torch.split(x_dbl, [dt_rank, d_state, d_state], dim=1)
+    delta = torch.matmul(dt_proj_w.to(cdt), dtv)                            # (b, d_inner, L)
     A = -torch.exp(_f32(A_log))
-    su, sdelta, B4, C4, D32, zz, bias = scan.prepare(u, delta, A, B.transpose(1, 2), C.transpose(1, 2), _f32(D), z,
-                                                     _f32(dt_bias))
-    return xpad, u_pre, u, dtv, (su, sdelta, A, B4, C4, D32, zz, bias)
+    su, sdelta, B4, C4, D32, zz, bias = scan.prepare(u, delta, A, B, C, _f32(D), z, _f32(dt_bias))
+    return xpad, taps, u_pre, u, dtv, (su, sdelta, A, B4, C4, D32, zz, bias)
+
+
+def _scan_fwd(scan, backend, prepared, store_ckpt, reverse, store_out=True):
+    """The kernel forward; the CUDA kernels scan reversed directions natively and can skip the outputs."""
+    if backend == 'cuda':
+        return scan.backend._fwd(*prepared, True, store_ckpt, reverse=reverse, store_out=store_out)
+    return scan.backend._fwd(*prepared, True, store_ckpt)
 
 
 def _forward(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, dt_rank, d_state, reverse, backend,
@@ -84,9 +100,11 @@ def _forward(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, dt_ra
     scan = _scan_object(backend)
     with torch.no_grad():
         prepared = _recompute(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, dt_rank, d_state,
-                              reverse, scan, cdt)[-1]
-        out, _, ckpt = scan.backend._fwd(*prepared, True, keep_ckpt)
-    return (out.flip(-1) if reverse else out), (ckpt if keep_ckpt else x.new_empty((0,), dtype=torch.float32))
+                              reverse, backend, scan, cdt)[-1]
+        out, _, ckpt = _scan_fwd(scan, backend, prepared, keep_ckpt, reverse)
+    if reverse and backend != 'cuda':
+        out = out.flip(-1)
+    return out, (ckpt if keep_ckpt else x.new_empty((0,), dtype=torch.float32))
 
 
 def _backward(dout, x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, ckpt, dt_rank, d_state, reverse,
@@ -94,37 +112,42 @@ def _backward(dout, x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D
     """Gradients (dx, dz, d conv_w, d conv_b, d x_proj_w, d dt_proj_w, d dt_bias, d A_log, dD); None for absent
     inputs.  Chain rule by hand, in the order the forward ran backwards: scan -> dt_proj -> x_proj -> SiLU -> conv."""
     scan = _scan_object(backend)
+    flip = reverse and backend != 'cuda'
     with torch.no_grad():
-        xpad, u_pre, u, dtv, prepared = _recompute(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D,
-                                                   dt_rank, d_state, reverse, scan, cdt)
+        xpad, taps, u_pre, u, dtv, prepared = _recompute(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log,
+                                                         D, dt_rank, d_state, reverse, backend, scan, cdt)
         A = prepared[2]
-        if reverse:
+        if flip:
             dout = dout.flip(-1)
         if not keep_ckpt:      # level 2: the forward kept no checkpoints; rerun the scan's forward to get them
-            ckpt = scan.backend._fwd(*prepared, True, True)[2]
-        du, ddelta, dA, dB, dC, dD, dz, dbias = scan.backend._bwd(dout.contiguous(), *prepared, True, ckpt)
+            ckpt = _scan_fwd(scan, backend, prepared, True, reverse, store_out=False)[2]
+        scan_bwd = dict(reverse=reverse) if backend == 'cuda' else {}
+        du, ddelta, dA, dB, dC, dD, dz, dbias = scan.backend._bwd(dout.contiguous(), *prepared, True, ckpt,
+                                                                  **scan_bwd)
         del ckpt
         batch, dim, seqlen = u.shape
-        # delta = dtv @ dt_proj_w^T, transposed to (b, d, L); batched products read the transposed views in place
+        # delta = dt_proj_w @ dtv, x_dbl = x_proj_w @ u = [dtv; B; C], all (b, rows, L)
         ddelta = ddelta.to(cdt)
-        d_dtv = torch.matmul(ddelta.transpose(1, 2), dt_proj_w.to(cdt))                  # (b, L, r)
-        d_dt_proj_w = torch.bmm(ddelta, dtv).sum(0)                                      # (d, r)
-        # x_dbl = u^T @ x_proj_w^T = [dtv | B^T | C^T]
-        d_xdbl = torch.cat([d_dtv, dB.reshape(batch, d_state, seqlen).transpose(1, 2).to(cdt),
-                            dC.reshape(batch, d_state, seqlen).transpose(1, 2).to(cdt)], dim=-1)   # (b, L, k)
-        d_xdbl_t = d_xdbl.transpose(1, 2)                                                 # (b, k, L)
-        d_x_proj_w = torch.bmm(d_xdbl_t, u.transpose(1, 2)).sum(0)                        # (k, d)
-        du = du.baddbmm_(x_proj_w.to(cdt).t().expand(batch, -1, -1), d_xdbl_t)           # (b, d, L)
+        d_dt_proj_w = torch.bmm(ddelta, dtv.transpose(1, 2)).sum(0)                      # (d, r)
+        d_xdbl = torch.cat([torch.matmul(dt_proj_w.to(cdt).t(), ddelta),
+                            dB.reshape(batch, d_state, seqlen).to(cdt),
+                            dC.reshape(batch, d_state, seqlen).to(cdt)], dim=1)            # (b, r + 2n, L)
+        d_x_proj_w = torch.bmm(d_xdbl, u.transpose(1, 2)).sum(0)                          # (r + 2n, d)
+        du = du.baddbmm_(x_proj_w.to(cdt).t().expand(batch, -1, -1), d_xdbl)             # (b, d, L)
         du_pre = torch.ops.aten.silu_backward(du, u_pre)
-        # depthwise causal conv over the left-padded input
-        dxpad, dconv_w, dconv_b = torch.ops.aten.convolution_backward(
-            du_pre, xpad, conv_w.to(cdt).unsqueeze(1), [dim] if conv_b is not None else None, [1], [0], [1], False,
+        # depthwise conv over the padded input
+        dxpad, dtaps, dconv_b = torch.ops.aten.convolution_backward(
+            du_pre, xpad, taps.unsqueeze(1), [dim] if conv_b is not None else None, [1], [0], [1], False,
             [0], dim, [True, True, conv_b is not None])
-        dx = dxpad[..., conv_w.shape[-1] - 1:]
-        if reverse:
+        dtaps = dtaps.squeeze(1)
+        if reverse and backend == 'cuda':
+            dx, dtaps = dxpad[..., :seqlen], dtaps.flip(-1)
+        else:
+            dx = dxpad[..., conv_w.shape[-1] - 1:]
+        if flip:
             dx = dx.flip(-1)
             dz = dz.flip(-1) if dz is not None else None
-    return (dx.to(x.dtype), _cast(dz, z.dtype) if z is not None else None, dconv_w.squeeze(1).to(conv_w.dtype),
+    return (dx.to(x.dtype), _cast(dz, z.dtype) if z is not None else None, dtaps.to(conv_w.dtype),
             _cast(dconv_b, conv_b.dtype) if conv_b is not None else None, d_x_proj_w.to(x_proj_w.dtype),
             d_dt_proj_w.to(dt_proj_w.dtype), _cast(dbias, dt_bias.dtype), (dA * A).to(A_log.dtype),
             _cast(dD, D.dtype))
