@@ -23,14 +23,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from mamba_sr_archs.archs.mamba_layer import Mamba  # noqa: E402
-import mamba_sr_archs.ops.mamba_inner as mi  # noqa: E402
 
 LAYERS = {   # name -> (Mamba kwargs, batch, tokens)
     'MMA-B vim': (dict(d_model=192, d_state=16, d_conv=4, expand=2, bimamba_type='v2'), 4, 4096),
     'MPSI cmb': (dict(d_model=60, d_state=32, d_conv=3, expand=4, bimamba_type='v2'), 8, 4096),
 }
-PATHS = {'plain': dict(lean=False, keep=False), 'lean1': dict(lean=True, keep=True),
-         'lean2': dict(lean=True, keep=False)}
+PATHS = {'plain': False, 'lean1': 1, 'lean2': 2}   # -> Mamba.lean_memory
 
 
 def step_fn(layer, x, w):
@@ -91,9 +89,8 @@ def main():
         x = torch.randn(batch, tokens, kw['d_model'], device='cuda', requires_grad=True)
         w = torch.randn_like(x)
         for compiled in ((False,) if args.no_compile else (False, True)):
-            for pname, p in PATHS.items():
-                layer.lean_memory = p['lean']
-                mi.KEEP_SCAN_CHECKPOINTS[0] = p['keep']
+            for pname, level in PATHS.items():
+                layer.lean_memory = level
                 torch._dynamo.reset()
                 fwd = torch.compile(layer) if compiled else layer
                 ms = time_ms(step_fn(fwd, x, w), args.iters)
@@ -104,7 +101,6 @@ def main():
                       f"kept for backward {mb:7.1f} MB", flush=True)
                 if args.profile and not compiled:
                     print(profile_top(step_fn(fwd, x, w)), flush=True)
-    mi.KEEP_SCAN_CHECKPOINTS[0] = False
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, 'mamba_layer.json'), 'w') as f:

@@ -90,9 +90,10 @@ MODES = {
                                          compile=True, lean=True),
     'bf16-cuda-compile-graph-lean': dict(tf32=True, bf16=True, scan='cuda', fused_adam=True, graph=True,
                                          compile=True, lean=True),
-    # lean level 1: the scan checkpoints kept from the forward (ops.mamba_inner.KEEP_SCAN_CHECKPOINTS)
+    # lean level 1: the scan checkpoints kept from the forward (``lean_memory: 1``; True means level 2)
     'tf32-cuda-compile-graph-lean1': dict(tf32=True, bf16=False, scan='cuda', fused_adam=True, graph=True,
-                                          compile=True, lean=True, lean_ckpt=True),
+                                          compile=True, lean=1),
+    'tf32-cuda-graph-lean1': dict(tf32=True, bf16=False, scan='cuda', fused_adam=True, graph=True, lean=1),
     # compile with AOT autograd's activation memory budget (the partitioner recomputes more, saves less)
     'tf32-cuda-compile-graph-mem50': dict(tf32=True, bf16=False, scan='cuda', fused_adam=True, graph=True,
                                           compile=True, mem_budget=0.5),
@@ -128,9 +129,8 @@ def apply_mode(mode):
     torch.backends.cudnn.allow_tf32 = cfg['tf32']
     torch.backends.cudnn.benchmark = True   # BasicSR's train.py sets it too
     os.environ[ss.ENV_VAR] = cfg['scan']
-    from mamba_sr_archs.ops import cuda_scan, mamba_inner, triton_scan
+    from mamba_sr_archs.ops import cuda_scan, triton_scan
     import torch._functorch.config as functorch_config
-    mamba_inner.KEEP_SCAN_CHECKPOINTS[0] = cfg.get('lean_ckpt', False)
     functorch_config.activation_memory_budget = cfg.get('mem_budget', 1.0)
     cuda_scan._CONFIG_OVERRIDE.clear()
     triton_scan._CONFIG_OVERRIDE.clear()

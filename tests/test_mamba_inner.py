@@ -56,9 +56,9 @@ for bimamba in ('v2', 'none'):
     # plain layer; lean as autograd.Function; lean as custom ops (eagerly); lean under torch.compile (aot_eager,
     # fullgraph: the custom ops must trace without a graph break)
     for path in ('plain', 'lean', 'lean-ckpt', 'lean-op', 'lean-compile'):
-        layer.lean_memory = path != 'plain'
+        # lean-ckpt: level 1 (scan checkpoints kept); the other lean paths level 2 (True)
+        layer.lean_memory = False if path == 'plain' else 1 if path == 'lean-ckpt' else True
         mi._FORCE_CUSTOM_OP[0] = path == 'lean-op'
-        mi.KEEP_SCAN_CHECKPOINTS[0] = path == 'lean-ckpt'   # level 1 (else level 2, the default)
         before = calls['fwd']
         layer.zero_grad()
         xi = x.clone().requires_grad_()
@@ -69,7 +69,6 @@ for bimamba in ('v2', 'none'):
         results[path] = (out.detach(), xi.grad, {n: p.grad.clone() for n, p in layer.named_parameters()
                                                  if p.grad is not None}, nbytes)
     mi._FORCE_CUSTOM_OP[0] = False
-    mi.KEEP_SCAN_CHECKPOINTS[0] = False
     o0, g0, p0, b0 = results['plain']
     for path in ('lean', 'lean-ckpt', 'lean-op', 'lean-compile'):
         o1, g1, p1, b1 = results[path]
@@ -124,9 +123,8 @@ def test_lean_path_matches_plain_layer_on_gpu(bimamba, autocast):
     w = torch.randn(2, 1024, 192, device='cuda')
     results = {}
     for path in ('plain', 'lean', 'lean-ckpt', 'lean-op'):
-        layer.lean_memory = path != 'plain'
+        layer.lean_memory = False if path == 'plain' else 1 if path == 'lean-ckpt' else True
         mi._FORCE_CUSTOM_OP[0] = path == 'lean-op'
-        mi.KEEP_SCAN_CHECKPOINTS[0] = path == 'lean-ckpt'
         layer.zero_grad()
         xi = x.clone().requires_grad_()
         try:
@@ -135,7 +133,6 @@ def test_lean_path_matches_plain_layer_on_gpu(bimamba, autocast):
             (out.float() * w).sum().backward()
         finally:
             mi._FORCE_CUSTOM_OP[0] = False
-            mi.KEEP_SCAN_CHECKPOINTS[0] = False
         results[path] = [out.detach().float(), xi.grad] + [p.grad for p in layer.parameters() if p.grad is not None]
     tol = 2e-2 if autocast else 1e-4
 

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..ops import causal_conv1d, selective_scan
-from ..ops.mamba_inner import mamba_inner
+from ..ops.mamba_inner import channel_first_matmul, mamba_inner
 
 
 def _at_least_f32(t):
@@ -80,7 +80,8 @@ class Mamba(nn.Module):
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
         for p in (self.A_log, self.D) + ((self.A_b_log, self.D_b) if backward_params else ()):
             p._no_weight_decay = True
-        # Memory-lean training path (ops.mamba_inner): set by MambaSRModel's ``train: {lean_memory: true}``.
+        # Memory-lean training path (ops.mamba_inner): False, 1 or 2 (= True; the level of ops.mamba_inner.mamba_inner),
+        # set by MambaSRModel's ``train: {lean_memory: ...}``.
         self.lean_memory = False
 
     def _init_A_log(self):
@@ -105,9 +106,9 @@ class Mamba(nn.Module):
         x = causal_conv1d(x, conv.weight.squeeze(1), conv.bias, activation='silu')
         # Channel-first projections, (rows, d_inner) @ (b, d_inner, l): B, C and delta come out with unit stride
         # along l, as the scan kernels read them, with no transposed copies.
-        x_dbl = torch.matmul(x_proj.weight, x)  # (b, r + 2n, l)
+        x_dbl = channel_first_matmul(x_proj.weight, x)  # (b, r + 2n, l)
         dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=1)
-        delta = torch.matmul(dt_proj.weight, dt)  # (b, d_inner, l), bias goes in as delta_bias
+        delta = channel_first_matmul(dt_proj.weight, dt)  # (b, d_inner, l), bias goes in as delta_bias
         A = -torch.exp(_at_least_f32(A_log))
         return selective_scan(x, delta, A, B, C, _at_least_f32(D), z=z, delta_bias=_at_least_f32(dt_proj.bias),
                               delta_softplus=True)
@@ -116,7 +117,8 @@ class Mamba(nn.Module):
         """:meth:`_scan` (on the reversed sequence when ``reverse``, flipped back) through ops.mamba_inner, which
         saves far fewer activations; None where it cannot run (then the caller uses :meth:`_scan`)."""
         return mamba_inner(x, z, conv.weight.squeeze(1), conv.bias, x_proj.weight, dt_proj.weight, dt_proj.bias,
-                           A_log, D, self.dt_rank, self.d_state, reverse=reverse)
+                           A_log, D, self.dt_rank, self.d_state, reverse=reverse,
+                           level=1 if self.lean_memory == 1 and self.lean_memory is not True else 2)
 
     def forward(self, hidden_states):
         """hidden_states (batch, length, d_model) -> (batch, length, d_model).
@@ -144,5 +146,5 @@ class Mamba(nn.Module):
     @staticmethod
     def _proj(linear, x):
         """``linear`` applied channel-first: (out, in) @ (b, in, l) (+ bias) -> (b, out, l)."""
-        y = torch.matmul(linear.weight, x)
+        y = channel_first_matmul(linear.weight, x)
         return y if linear.bias is None else y + linear.bias[:, None]

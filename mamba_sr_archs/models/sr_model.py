@@ -78,11 +78,14 @@ class MambaSRModel(SRModel):
         # EMA and validation see the usual state_dict keys.
         self._train_forward = self.net_g if not backend else torch.compile(
             self.net_g, **({} if backend is True else {'backend': backend}))
-        if train_opt.get('lean_memory'):
+        lean = train_opt.get('lean_memory', False)
+        if lean not in (False, True, 1, 2) or isinstance(lean, float):
+            raise ValueError(f'train: lean_memory must be true/false, 1 or 2, got {lean!r}')
+        if lean:
             from ..archs.mamba_layer import Mamba
             layers = [m for m in self.net_g.modules() if isinstance(m, Mamba)]
             for m in layers:
-                m.lean_memory = True
+                m.lean_memory = 2 if lean is True else int(lean)
             if not layers:
                 logger.warning('train: lean_memory applies to Mamba (S6) layers, and %s has none; ignored.',
                                type(self.net_g).__name__)

@@ -23,14 +23,10 @@ from typing import List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ['mamba_inner', 'kernel_backend_for']
+__all__ = ['mamba_inner', 'kernel_backend_for', 'channel_first_matmul']
 
 _custom_op = getattr(getattr(torch, 'library', None), 'custom_op', None)
 _FORCE_CUSTOM_OP = [False]   # tests set this to run the custom-op path eagerly
-# Level 1 (True): keep the scan kernel's state checkpoints from the forward to the backward, (b, d, L / T, N) floats
-# (2-4x the size of u at N = 16-32).  Level 2 (False, the default): keep nothing of the scan; the backward runs the
-# scan's forward again to rebuild them (one extra scan forward per direction, transient memory only).
-KEEP_SCAN_CHECKPOINTS = [False]
 
 
 def kernel_backend_for(u, dstate):
@@ -43,6 +39,13 @@ def kernel_backend_for(u, dstate):
     except (RuntimeError, ValueError):
         return None
     return name if name in _KERNEL_MODULES else None
+
+
+def channel_first_matmul(weight, x):
+    """weight (m, k) @ x (b, k, L) -> (b, m, L), contiguous, as one batched product over a stride-0 view of the
+    weight.  (torch.matmul folds a 2-D @ 3-D product into (x^T @ weight^T)^T: a copy of x^T and a transposed
+    result, which the scan kernels would then copy again.)"""
+    return torch.bmm(weight.expand(x.shape[0], -1, -1), x)
 
 
 def _scan_object(backend):
@@ -79,9 +82,9 @@ def _recompute(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, dt_
         xpad = F.pad(x.to(cdt), (width - 1, 0))
     u_pre = F.conv1d(xpad, taps.unsqueeze(1), _cast(conv_b, cdt), groups=x.shape[1])
     u = F.silu(u_pre)
-    x_dbl = torch.matmul(x_proj_w.to(cdt), u)                               # (b, r + 2n, L)
+    x_dbl = channel_first_matmul(x_proj_w.to(cdt), u)                      # (b, r + 2n, L)
     dtv, B, C = torch.split(x_dbl, [dt_rank, d_state, d_state], dim=1)
-    delta = torch.matmul(dt_proj_w.to(cdt), dtv)                            # (b, d_inner, L)
+    delta = channel_first_matmul(dt_proj_w.to(cdt), dtv)                   # (b, d_inner, L)
     A = -torch.exp(_f32(A_log))
     su, sdelta, B4, C4, D32, zz, bias = scan.prepare(u, delta, A, B, C, _f32(D), z, _f32(dt_bias))
     return xpad, taps, u_pre, u, dtv, (su, sdelta, A, B4, C4, D32, zz, bias)
@@ -129,7 +132,7 @@ def _backward(dout, x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D
         # delta = dt_proj_w @ dtv, x_dbl = x_proj_w @ u = [dtv; B; C], all (b, rows, L)
         ddelta = ddelta.to(cdt)
         d_dt_proj_w = torch.bmm(ddelta, dtv.transpose(1, 2)).sum(0)                      # (d, r)
-        d_xdbl = torch.cat([torch.matmul(dt_proj_w.to(cdt).t(), ddelta),
+        d_xdbl = torch.cat([channel_first_matmul(dt_proj_w.to(cdt).t(), ddelta),
                             dB.reshape(batch, d_state, seqlen).to(cdt),
                             dC.reshape(batch, d_state, seqlen).to(cdt)], dim=1)            # (b, r + 2n, L)
         d_x_proj_w = torch.bmm(d_xdbl, u.transpose(1, 2)).sum(0)                          # (r + 2n, d)
@@ -221,9 +224,14 @@ if _custom_op is not None:
     _fwd_op.register_autograd(_op_backward, setup_context=_op_setup)
 
 
-def mamba_inner(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, dt_rank, d_state, reverse=False):
+def mamba_inner(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, dt_rank, d_state, reverse=False,
+                level=2):
     """One Mamba direction, memory-lean (see the module docstring): returns (batch, d_inner, L), or None when no
     kernel backend with separate forward/backward is usable here (the caller then runs the plain layer).
+
+    ``level`` 1 keeps the scan kernel's state checkpoints from the forward to the backward, (b, d, L / T, N) floats
+    (2-4x the size of x at N = 16-32); level 2 keeps nothing of the scan, and the backward reruns the scan's
+    forward (checkpoints only) to rebuild them: one more scan forward per direction, transient memory only.
 
     x, z: (batch, d_inner, L); conv_w (d_inner, K), conv_b (d_inner,) or None; x_proj_w (dt_rank + 2 d_state,
     d_inner); dt_proj_w (d_inner, dt_rank); dt_bias, D (d_inner,); A_log (d_inner, d_state).
@@ -234,7 +242,7 @@ def mamba_inner(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, dt
     device = x.device.type
     cdt = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
     args = (x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, int(dt_rank), int(d_state), bool(reverse),
-            backend, cdt, bool(KEEP_SCAN_CHECKPOINTS[0]))
+            backend, cdt, level == 1)
     if _custom_op is not None and (_FORCE_CUSTOM_OP[0] or torch.compiler.is_compiling()):
         return _fwd_op(*args)[0]
     return _MambaInnerFn.apply(*args)
