@@ -1,4 +1,5 @@
 """Tiled inference, self-ensemble, checkpoint mismatch reports and the model classes' guards."""
+import logging
 import math
 
 import pytest
@@ -233,9 +234,23 @@ def test_lean_memory_option_marks_the_mamba_layers(tmp_path, caplog):
                network_g=dict(type='MMA', num_in_ch=3, num_out_ch=3, num_feat=32, num_block=1, upscale=2))
     model = build_model(opt)
     layers = [m for m in model.net_g.modules() if isinstance(m, Mamba)]
-    assert layers and all(m.lean_memory for m in layers)
+    assert layers and all(m.lean_memory == 2 for m in layers)       # true means level 2
     model.feed_data({'lq': torch.rand(1, 3, 8, 8), 'gt': torch.rand(1, 3, 16, 16)})
     model.optimize_parameters(1)            # CPU: the plain layer runs (no kernel scan backend here)
     assert math.isfinite(model.log_dict['l_pix'])
-    build_model(_model_opt(tmp_path, lean_memory=True))   # MambaIRv2 has no Mamba (S6) layer: a warning
+    # MambaIRv2 has no Mamba (S6) layer: a warning on BasicSR's root logger (which may not propagate to the root
+    # logger caplog listens on, depending on which test set it up first)
+    basicsr_logger = logging.getLogger('basicsr')
+    basicsr_logger.addHandler(caplog.handler)
+    try:
+        build_model(_model_opt(tmp_path, lean_memory=True))
+    finally:
+        basicsr_logger.removeHandler(caplog.handler)
     assert 'lean_memory applies to Mamba (S6) layers' in caplog.text
+    opt['train']['lean_memory'] = 1
+    assert all(m.lean_memory == 1 and m.lean_memory is not True
+               for m in build_model(opt).net_g.modules() if isinstance(m, Mamba))
+    for bad in (3, 'yes', 1.5):
+        opt['train']['lean_memory'] = bad
+        with pytest.raises(ValueError, match='lean_memory must be'):
+            build_model(opt)

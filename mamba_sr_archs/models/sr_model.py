@@ -15,10 +15,11 @@ checkpointing exactly as BasicSR does them) plus
   CUDA graph and replayed every iteration, which removes the launch overhead that leaves the GPU idle half of
   the time; the optimizer step, the non-finite guard and EMA run after the replay as usual), ``compile: true``
   (or a torch.compile backend name: the training forward runs through ``torch.compile(net_g)``; with
-  ``cuda_graph`` it made the MMA-B and MPSI steps 1.35x and 1.41x faster on an H100), ``lean_memory: true``
-  (MMA and MPSI: each Mamba direction runs as one autograd Function that keeps its inputs and the scan's
-  checkpoints and recomputes conv, SiLU and the projections in the backward, ops/mamba_inner.py; needs the cuda or
-  triton scan backend, else the plain layer runs; not yet measured on a GPU).  Fused Adam is BasicSR's own
+  ``cuda_graph`` it made the MMA-B and MPSI steps 1.35x and 1.41x faster on an H100), ``lean_memory: 1 | 2``
+  (``true`` = 2; MMA and MPSI: each Mamba direction runs as one op that keeps its inputs (level 1: and the scan's
+  checkpoints) and recomputes conv, SiLU and the projections (level 2: and the scan's checkpoints) in the
+  backward, ops/mamba_inner.py; combines with ``compile``; needs the cuda or triton scan backend, else the plain
+  layer runs; on an H100 MMA-B 18.1 -> 11.3 GB at level 1, MPSI 11.1 -> 6.0 GB at level 2).  Fused Adam is BasicSR's own
   ``optim_g: {type: Adam, fused: true}``.  Measured speed: docs/benchmarks.md.
 """
 import math
