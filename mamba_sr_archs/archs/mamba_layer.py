@@ -114,8 +114,8 @@ class Mamba(nn.Module):
                               delta_softplus=True)
 
     def _lean(self, x, z, conv, x_proj, dt_proj, A_log, D, reverse):
-        """:meth:`_scan` (on the reversed sequence when ``reverse``, flipped back) through ops.mamba_inner, which
-        saves far fewer activations; None where it cannot run (then the caller uses :meth:`_scan`)."""
+        """:meth:`_scan` (on the reversed sequence when ``reverse``, in the original order) through ops.mamba_inner,
+        which saves far fewer activations; None where it cannot run (then the caller uses :meth:`_scan`)."""
         return mamba_inner(x, z, conv.weight.squeeze(1), conv.bias, x_proj.weight, dt_proj.weight, dt_proj.bias,
                            A_log, D, self.dt_rank, self.d_state, reverse=reverse,
                            level=1 if self.lean_memory == 1 and self.lean_memory is not True else 2)
@@ -147,4 +147,4 @@ class Mamba(nn.Module):
     def _proj(linear, x):
         """``linear`` applied channel-first: (out, in) @ (b, in, l) (+ bias) -> (b, out, l)."""
         y = channel_first_matmul(linear.weight, x)
-        return y if linear.bias is None else y + linear.bias[:, None]
+        return y if linear.bias is None else y + linear.bias[:, None].to(y.dtype)   # autocast: stay in y's dtype

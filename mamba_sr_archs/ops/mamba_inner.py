@@ -4,11 +4,13 @@ backward.
 
 The plain layer (``archs/mamba_layer.Mamba._scan``) leaves autograd to save every intermediate of one direction:
 the padded conv input, the conv output before and after SiLU, delta, the contiguous B/C, and for Vim's backward
-direction flipped copies of x and z, each (batch, d_inner, L).  This op saves x, z and the weights, plus the scan
-kernel's checkpoints, as mamba_ssm's ``mamba_inner_fn`` does (checkpoint level 1); the backward recomputes conv,
-SiLU, the projections and delta (cheap next to the scan), runs the scan kernel's backward once, and takes the
-projections' and the conv's gradients by hand (no autograd inside).  ``reverse=True`` scans the time-reversed
-sequence and flips the result back without keeping flipped copies.
+direction flipped copies of x and z, each (batch, d_inner, L).  This op saves x, z and the weights (level 1: plus the
+scan kernel's checkpoints, as mamba_ssm's ``mamba_inner_fn`` does; level 2: nothing of the scan, the backward
+rebuilds the checkpoints with a checkpoints-only scan forward); the backward recomputes conv, SiLU, the projections
+and delta (cheap next to the scan), runs the scan kernel's backward once, and takes the projections' and the conv's
+gradients by hand (no autograd inside).  ``reverse=True`` is the direction that scans the time-reversed sequence; on
+the CUDA kernels it needs no flipped copies at all (anti-causal conv + a kernel scanning from the end), on Triton
+it flips inside the op and keeps no flipped copies.
 
 Eagerly it runs as an autograd.Function; under torch.compile as two registered custom ops
 (``mamba_sr_archs::mamba_inner_fwd`` / ``_bwd``, fake shapes + autograd), so it stays one opaque node of the
