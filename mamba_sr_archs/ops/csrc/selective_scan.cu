@@ -92,6 +92,35 @@ __device__ __forceinline__ void reduce_scatter(float *v, int lane) {
     }
 }
 
+// B and C rows of one chunk, as both kernels stage them.  Loads (one chunk ahead, into registers): element j of
+// this thread is state row0 + j * RS at memory position pos (zero past the end or past N); C only when
+// ``want_c``.  Staging (after the barrier): the registers into the shared tiles.
+#define NBC ((NPAD * T + NTHREADS - 1) / NTHREADS)   // B/C elements per thread in a chunk
+#define RS (NTHREADS / T)                            // rows a block stages per pass
+
+__device__ __forceinline__ void load_bc(float *r_B, float *r_C, const bc_t *p_B, const bc_t *p_C, long long s_Bn,
+                                        long long s_Cn, int row0, int pos, bool ok_t, int N, bool want_c) {
+#pragma unroll
+    for (int j = 0; j < NBC; ++j) {
+        const int nn = row0 + j * RS;
+        const bool ok = ok_t && nn < N;
+        r_B[j] = ok ? ld_bc(p_B[j * RS * s_Bn + pos]) : 0.f;
+        r_C[j] = (want_c && ok) ? ld_bc(p_C[j * RS * s_Cn + pos]) : 0.f;
+    }
+}
+
+__device__ __forceinline__ void stage_bc(float (*s_B)[TP], float (*s_C)[TP], const float *r_B, const float *r_C,
+                                         int tid) {
+#pragma unroll
+    for (int j = 0; j < NBC; ++j) {
+        const int i = tid + j * NTHREADS;
+        if (i < NPAD * T) {
+            s_B[i / T][i % T] = r_B[j];
+            s_C[i / T][i % T] = r_C[j];
+        }
+    }
+}
+
 // Both kernels stage one chunk of the per-channel rows (delta after bias/softplus, u; in the backward also dout, z
 // and sigmoid(delta_raw)) and of B, C in shared memory.  Positions past the end and channels past the group read as
 // zero (delta 0 means a = 1 and no input: the state passes through unchanged).
@@ -145,10 +174,9 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
 
     // Chunk inputs are loaded into registers one chunk ahead (their latency hides behind the current chunk's
     // arithmetic), then written to shared memory after the barrier.
-    constexpr int NU = (DB * T + NTHREADS - 1) / NTHREADS, NBC = (NPAD * T + NTHREADS - 1) / NTHREADS;
+    constexpr int NU = (DB * T + NTHREADS - 1) / NTHREADS;
     float r_dt[NU], r_u[NU], r_z[NU], r_B[NBC], r_C[NBC];
     // Element j of a chunk, for this thread: row row0 + j * RS (a channel, or a state for B/C), step tt0.
-    constexpr int RS = NTHREADS / T;
     static_assert(NTHREADS % T == 0, "whole rows per pass");
     const int row0 = tid / T, tt0 = tid % T;
     const long long dd0 = g * dpg + d0 + row0;
@@ -166,13 +194,7 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
             r_u[j] = ok ? ld_in(p_u[j * RS * s_ud + pos]) : 0.f;
             r_z[j] = (HAS_Z && STORE_OUT && ok) ? ld_in(p_z[j * RS * s_zd + pos]) : 0.f;
         }
-#pragma unroll
-        for (int j = 0; j < NBC; ++j) {
-            const int nn = row0 + j * RS;
-            const bool ok = ok_t && nn < N;
-            r_B[j] = ok ? ld_bc(p_B[j * RS * s_Bn + pos]) : 0.f;
-            r_C[j] = (STORE_OUT && ok) ? ld_bc(p_C[j * RS * s_Cn + pos]) : 0.f;
-        }
+        load_bc(r_B, r_C, p_B, p_C, s_Bn, s_Cn, row0, pos, ok_t, N, STORE_OUT);
     };
     const int n_my_chunks = (t_end - t_begin + T - 1) / T;
     load(t_begin);
@@ -194,14 +216,7 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
 #endif
             }
         }
-#pragma unroll
-        for (int j = 0; j < NBC; ++j) {
-            const int i = tid + j * NTHREADS;
-            if (i < NPAD * T) {
-                s_B[i / T][i % T] = r_B[j];
-                s_C[i / T][i % T] = r_C[j];
-            }
-        }
+        stage_bc(s_B, s_C, r_B, r_C, tid);
         __syncthreads();
         if (ci + 1 < n_my_chunks) load(t0 + T);
 #if STORE_CKPT
@@ -323,9 +338,8 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
     const bc_t *Cg = Cm + b * s_Cb + g * s_Cg;
     const long long bgN = (b * G + g) * (long long)N;
 
-    constexpr int NU = (DB * T + NTHREADS - 1) / NTHREADS, NBC = (NPAD * T + NTHREADS - 1) / NTHREADS;
-    float r_dt[NU], r_u[NU], r_g[NU], r_z[NU], r_B[NBC], r_C[NBC];
-    constexpr int RS = NTHREADS / T;                       // staging layout as in the forward
+    constexpr int NU = (DB * T + NTHREADS - 1) / NTHREADS;
+    float r_dt[NU], r_u[NU], r_g[NU], r_z[NU], r_B[NBC], r_C[NBC];   // staging layout as in the forward
     static_assert(NTHREADS % T == 0, "whole rows per pass");
     const int row0 = tid / T, tt0 = tid % T;
     const long long dd0 = g * dpg + d0 + row0;
@@ -345,13 +359,7 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
             r_g[j] = ok ? ld_in(p_g[j * RS * s_gd + pos]) : 0.f;
             r_z[j] = (HAS_Z && ok) ? ld_in(p_z[j * RS * s_zd + pos]) : 0.f;
         }
-#pragma unroll
-        for (int j = 0; j < NBC; ++j) {
-            const int nn = row0 + j * RS;
-            const bool ok = ok_t && nn < N;
-            r_B[j] = ok ? ld_bc(p_B[j * RS * s_Bn + pos]) : 0.f;
-            r_C[j] = ok ? ld_bc(p_C[j * RS * s_Cn + pos]) : 0.f;
-        }
+        load_bc(r_B, r_C, p_B, p_C, s_Bn, s_Cn, row0, pos, ok_t, N, true);
     };
     load(c_hi * T);
     for (int ci = c_hi; ci >= c_lo; --ci) {
@@ -374,14 +382,7 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
 #endif
             }
         }
-#pragma unroll
-        for (int j = 0; j < NBC; ++j) {
-            const int i = tid + j * NTHREADS;
-            if (i < NPAD * T) {
-                s_B[i / T][i % T] = r_B[j];
-                s_C[i / T][i % T] = r_C[j];
-            }
-        }
+        stage_bc(s_B, s_C, r_B, r_C, tid);
         __syncthreads();
         if (ci > c_lo) load(t0 - T);
 
