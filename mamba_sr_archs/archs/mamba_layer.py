@@ -118,7 +118,7 @@ class Mamba(nn.Module):
         which saves far fewer activations; None where it cannot run (then the caller uses :meth:`_scan`)."""
         return mamba_inner(x, z, conv.weight.squeeze(1), conv.bias, x_proj.weight, dt_proj.weight, dt_proj.bias,
                            A_log, D, self.dt_rank, self.d_state, reverse=reverse,
-                           level=1 if self.lean_memory == 1 and self.lean_memory is not True else 2)
+                           level=2 if self.lean_memory is True else self.lean_memory)
 
     def forward(self, hidden_states):
         """hidden_states (batch, length, d_model) -> (batch, length, d_model).

@@ -63,6 +63,17 @@ def _f32(t):
     return t if t is None or t.dtype == torch.float64 else t.float()
 
 
+# Kernel backends whose _fwd/_bwd take ``reverse=`` (scan from the sequence's end) and ``store_out=``: a reversed
+# direction needs no flipped copies there.  Around the others the op flips inputs and outputs.
+_NATIVE_REVERSE = frozenset({'cuda'})
+
+
+def _reverse_plan(reverse, backend):
+    """(native, flip) of one direction: the kernels scan it from the end themselves, or the op flips around them."""
+    native = reverse and backend in _NATIVE_REVERSE
+    return native, reverse and not native
+
+
 def _recompute(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, dt_rank, d_state, reverse, backend,
                scan, cdt):
     """Everything between the layer's x/z and the scan kernel, in the compute dtype ``cdt``.
@@ -74,11 +85,12 @@ def _recompute(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, dt_
     Returns (xpad, taps, u_pre, u, dtv, prepared) with prepared = the kernel's inputs (u, delta, A, B4, C4, D, z,
     delta_bias).
     """
-    if reverse and backend != 'cuda':
+    native, flip = _reverse_plan(reverse, backend)
+    if flip:
         x, z = x.flip(-1), z.flip(-1) if z is not None else None
     width = conv_w.shape[-1]
     taps = conv_w.to(cdt)
-    if reverse and backend == 'cuda':
+    if native:
         xpad, taps = F.pad(x.to(cdt), (0, width - 1)), taps.flip(-1)
     else:
         xpad = F.pad(x.to(cdt), (width - 1, 0))
@@ -94,7 +106,7 @@ def _recompute(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, dt_
 
 def _scan_fwd(scan, backend, prepared, store_ckpt, reverse, store_out=True):
     """The kernel forward; the CUDA kernels scan reversed directions natively and can skip the outputs."""
-    if backend == 'cuda':
+    if backend in _NATIVE_REVERSE:
         return scan.backend._fwd(*prepared, True, store_ckpt, reverse=reverse, store_out=store_out)
     return scan.backend._fwd(*prepared, True, store_ckpt)
 
@@ -107,7 +119,7 @@ def _forward(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, dt_ra
         prepared = _recompute(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, dt_rank, d_state,
                               reverse, backend, scan, cdt)[-1]
         out, _, ckpt = _scan_fwd(scan, backend, prepared, keep_ckpt, reverse)
-    if reverse and backend != 'cuda':
+    if _reverse_plan(reverse, backend)[1]:
         out = out.flip(-1)
     return out, (ckpt if keep_ckpt else x.new_empty((0,), dtype=torch.float32))
 
@@ -117,7 +129,7 @@ def _backward(dout, x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D
     """Gradients (dx, dz, d conv_w, d conv_b, d x_proj_w, d dt_proj_w, d dt_bias, d A_log, dD); None for absent
     inputs.  Chain rule by hand, in the order the forward ran backwards: scan -> dt_proj -> x_proj -> SiLU -> conv."""
     scan = _scan_object(backend)
-    flip = reverse and backend != 'cuda'
+    native, flip = _reverse_plan(reverse, backend)
     with torch.no_grad():
         xpad, taps, u_pre, u, dtv, prepared = _recompute(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log,
                                                          D, dt_rank, d_state, reverse, backend, scan, cdt)
@@ -126,7 +138,7 @@ def _backward(dout, x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D
             dout = dout.flip(-1)
         if not keep_ckpt:      # level 2: the forward kept no checkpoints; rerun the scan's forward to get them
             ckpt = _scan_fwd(scan, backend, prepared, True, reverse, store_out=False)[2]
-        scan_bwd = dict(reverse=reverse) if backend == 'cuda' else {}
+        scan_bwd = dict(reverse=reverse) if backend in _NATIVE_REVERSE else {}
         du, ddelta, dA, dB, dC, dD, dz, dbias = scan.backend._bwd(dout.contiguous(), *prepared, True, ckpt,
                                                                   **scan_bwd)
         del ckpt
@@ -145,7 +157,7 @@ def _backward(dout, x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D
             du_pre, xpad, taps.unsqueeze(1), [dim] if conv_b is not None else None, [1], [0], [1], False,
             [0], dim, [True, True, conv_b is not None])
         dtaps = dtaps.squeeze(1)
-        if reverse and backend == 'cuda':
+        if native:
             dx, dtaps = dxpad[..., :seqlen], dtaps.flip(-1)
         else:
             dx = dxpad[..., conv_w.shape[-1] - 1:]
