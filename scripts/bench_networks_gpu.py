@@ -398,8 +398,13 @@ def main():
     ap.add_argument('--skip-infer', action='store_true')
     ap.add_argument('--curve-steps', type=int, default=0)
     ap.add_argument('--curve-nets', nargs='+', default=['MambaIRv2-light'], choices=list(NETS))
-    ap.add_argument('--curve-modes', nargs='+', default=['tf32-triton-graph', 'bf16-triton-graph'],
+    ap.add_argument('--curve-modes', nargs='*', default=['tf32-triton-graph', 'bf16-triton-graph'],
                     choices=list(MODES))
+    ap.add_argument('--curve-ref', default='ref', choices=list(MODES),
+                    help='fp32 baseline of the loss curves, run with seeds 0 and 1 (run-to-run noise); e.g. '
+                         'fp32-cuda-graph (fp32, TF32 off, our scan) where mamba_ssm is not built')
+    ap.add_argument('--curve-skip-ref', action='store_true',
+                    help='only the --curve-modes runs (the baseline curves come from another run)')
     ap.add_argument('--deadline', type=float, default=560, help='stop starting new measurements after this many s')
     args = ap.parse_args()
     if not torch.cuda.is_available():
@@ -494,7 +499,8 @@ def main():
 
     if args.curve_steps:
         for name in args.curve_nets:
-            runs = [('ref', 0), ('ref', 1)] + [(m, 0) for m in args.curve_modes]
+            runs = ([] if args.curve_skip_ref else [(args.curve_ref, 0), (args.curve_ref, 1)]) + \
+                [(m, 0) for m in args.curve_modes]
             for mode, seed in runs:
                 if time.time() - t_start > args.deadline:
                     log(f'curve {name} {mode} seed {seed}: skipped (deadline)')
