@@ -108,19 +108,33 @@ def test_lean_path_matches_plain_layer_and_saves_less_in_triton_interpreter():
     assert res.returncode == 0 and 'OK' in res.stdout, res.stdout[-3000:] + res.stderr[-3000:]
 
 
+def test_level1_checkpoint_interval():
+    """Level 1 on the CUDA kernels keeps checkpoints every max(8, N/2) steps (2 floats per channel and step);
+    level 2 and the other backends use the kernels' own interval."""
+    import mamba_sr_archs.ops.mamba_inner as mi
+    from mamba_sr_archs.ops import cuda_scan
+    assert [mi._kept_chunk('cuda', n, True) for n in (4, 8, 16, 24, 32, 64)] == [8, 8, 8, 16, 16, 32]
+    assert mi._kept_chunk('cuda', 32, False) is None and mi._kept_chunk('triton', 32, True) is None
+    assert cuda_scan.ckpt_shape(2, 120, 1, 32, 4096) == (2, 120, 512, 32)
+    assert cuda_scan.ckpt_shape(2, 120, 1, 32, 4096, chunk=16) == (2, 120, 256, 32)
+    assert cuda_scan.ckpt_shape(2, 120, 1, 32, 4097, chunk=16) == (2, 120, 257, 32)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
-@pytest.mark.parametrize('bimamba,autocast', [('v2', False), ('none', False), ('v2', True)])
-def test_lean_path_matches_plain_layer_on_gpu(bimamba, autocast):
-    """MMA's layer size (d_model 192, N 16) with the CUDA scan: the lean path (as an autograd.Function and as the
-    custom ops) gives the plain layer's output and gradients, in fp32 and under bf16 autocast."""
+@pytest.mark.parametrize('bimamba,autocast,d_model,d_state', [('v2', False, 192, 16), ('none', False, 192, 16),
+                                                              ('v2', True, 192, 16), ('v2', False, 60, 32)])
+def test_lean_path_matches_plain_layer_on_gpu(bimamba, autocast, d_model, d_state):
+    """MMA's layer size (d_model 192, N 16) and MPSI's (60, N 32: level 1 keeps checkpoints every 16 steps) with
+    the CUDA scan: the lean path (as an autograd.Function and as the custom ops) gives the plain layer's output and
+    gradients, in fp32 and under bf16 autocast."""
     import mamba_sr_archs.ops.mamba_inner as mi
     torch.manual_seed(0)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    layer = Mamba(192, d_state=16, bimamba_type=bimamba).cuda()
-    x = torch.randn(2, 1024, 192, device='cuda')
-    w = torch.randn(2, 1024, 192, device='cuda')
+    layer = Mamba(d_model, d_state=d_state, bimamba_type=bimamba).cuda()
+    x = torch.randn(2, 1024, d_model, device='cuda')
+    w = torch.randn(2, 1024, d_model, device='cuda')
     results = {}
     for path in ('plain', 'lean', 'lean-ckpt', 'lean-op'):
         layer.lean_memory = False if path == 'plain' else 1 if path == 'lean-ckpt' else True

@@ -184,11 +184,12 @@ def is_available():
 # Launch configuration
 # ---------------------------------------------------------------------------------------------------------------
 
-def launch_config(batch, dim, groups, dstate, seqlen, sm_count=132, grad=True):
+def launch_config(batch, dim, groups, dstate, seqlen, sm_count=132, grad=True, chunk=None):
     """Per-thread states NS, threads per channel TPC, channels per block DB, chunk length T, reduction group RG.
 
     ``grad``: the configuration of a forward that stores checkpoints and of its backward (they must agree on T,
-    the checkpoint interval); ``grad=False`` that of a forward without autograd.  Defaults from the sweeps in
+    the checkpoint interval); ``grad=False`` that of a forward without autograd; ``chunk`` asks for another chunk
+    length T (= checkpoint interval; the lean Mamba path keeps fewer checkpoints this way).  Defaults from the sweeps in
     docs/benchmarks.md (H100): N >= 16: 8 lanes per channel (NS = N/8 states per thread), T = 8 with autograd and
     16 without; N <= 8: NS = min(N, 4), T = 16.  NS >= N/32 so that a channel fits in a warp.
     """
@@ -201,7 +202,7 @@ def launch_config(batch, dim, groups, dstate, seqlen, sm_count=132, grad=True):
     dpg = dim // groups
     db = max(32 // tpc, min(nthreads // tpc, _next_pow2(dpg)))
     rg = _next_pow2(max(2, tpc // 2, -(-16 // (tpc * ns))))
-    t = max(int(over.get('T') or (8 if grad and npad >= 16 else 16)), tpc, rg)
+    t = max(int(over.get('T') or chunk or (8 if grad and npad >= 16 else 16)), tpc, rg)
 
     def bwd_smem(db):        # the backward's static shared memory: 7 channel rows, B, C, per-warp dB/dC
         return (7 * db + 2 * npad + 2 * (db * tpc // 32) * npad) * (t + 1) * 4
@@ -262,12 +263,13 @@ def _strides(*tensors_dims):
     return [ctypes.c_longlong(t.stride(i) if t is not None else 0) for t, dims in tensors_dims for i in dims]
 
 
-def _shape_config(u, A, B4, grad):
+def _shape_config(u, A, B4, grad, chunk=None):
     """(batch, dim, seqlen, dstate, groups, sm_count, launch configuration) of one call."""
     batch, dim, seqlen = u.shape
     dstate, groups = A.shape[1], B4.shape[1]
     sm = _sm_count(u.device)
-    return batch, dim, seqlen, dstate, groups, sm, launch_config(batch, dim, groups, dstate, seqlen, sm, grad=grad)
+    return batch, dim, seqlen, dstate, groups, sm, launch_config(batch, dim, groups, dstate, seqlen, sm, grad=grad,
+                                                                 chunk=chunk)
 
 
 def _segment_plan(cfg, n_seg, n_chunks, seqlen, batch, dim, dstate, device):
@@ -279,12 +281,14 @@ def _segment_plan(cfg, n_seg, n_chunks, seqlen, batch, dim, dstate, device):
     return seg_len, cfg['grid'][:2] + (n_seg,), bufs
 
 
-def _fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt, reverse=False, store_out=True):
+def _fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt, reverse=False, store_out=True,
+         chunk=None):
     """(out, last_state, ckpt).  ``reverse``: scan from the sequence's end (the result of flipping every input
     along L, scanning and flipping the output back, without the copies).  ``store_out=False``: checkpoints only
-    (out is None), to rebuild them for a backward."""
+    (out is None), to rebuild them for a backward.  ``chunk``: checkpoint interval other than the default (the
+    backward must be given the same)."""
     C4 = C4.to(B4.dtype)
-    batch, dim, seqlen, dstate, groups, sm, cfg = _shape_config(u, A, B4, bool(store_ckpt))
+    batch, dim, seqlen, dstate, groups, sm, cfg = _shape_config(u, A, B4, bool(store_ckpt), chunk)
     dev = u.device
     n_chunks = -(-seqlen // cfg['T'])
     out = _empty((batch, dim, seqlen), u.dtype, dev) if store_out else None
@@ -317,9 +321,9 @@ def _fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt, reve
     return out, last, ckpt
 
 
-def _bwd(dout, u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, ckpt, reverse=False):
+def _bwd(dout, u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, ckpt, reverse=False, chunk=None):
     C4 = C4.to(B4.dtype)
-    batch, dim, seqlen, dstate, groups, sm, cfg = _shape_config(u, A, B4, True)
+    batch, dim, seqlen, dstate, groups, sm, cfg = _shape_config(u, A, B4, True, chunk)
     dev = u.device
     n_chunks = ckpt.shape[2]
     assert n_chunks == -(-seqlen // cfg['T']), 'chunk length changed between forward and backward'
@@ -363,9 +367,10 @@ def _bwd(dout, u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, ckpt, reve
     return du, ddelta, dA, dB, dC, dD, dz, dbias
 
 
-def ckpt_shape(batch, dim, groups, dstate, seqlen):
+def ckpt_shape(batch, dim, groups, dstate, seqlen, chunk=None):
     """Shape of the state checkpoints the forward stores for the backward (one per chunk of T steps)."""
-    return (batch, dim, -(-seqlen // launch_config(batch, dim, groups, dstate, seqlen, grad=True)['T']), dstate)
+    t = launch_config(batch, dim, groups, dstate, seqlen, grad=True, chunk=chunk)['T']
+    return (batch, dim, -(-seqlen // t), dstate)
 
 
 def _check_ready(u):

@@ -63,9 +63,21 @@ def _f32(t):
     return t if t is None or t.dtype == torch.float64 else t.float()
 
 
-# Kernel backends whose _fwd/_bwd take ``reverse=`` (scan from the sequence's end) and ``store_out=``: a reversed
-# direction needs no flipped copies there.  Around the others the op flips inputs and outputs.
+# Kernel backends whose _fwd/_bwd take ``reverse=`` (scan from the sequence's end), ``store_out=`` and ``chunk=``
+# (checkpoint interval): a reversed direction needs no flipped copies there.  Around the others the op flips inputs
+# and outputs.
 _NATIVE_REVERSE = frozenset({'cuda'})
+
+
+def _kept_chunk(backend, d_state, keep_ckpt):
+    """Checkpoint interval of the checkpoints level 1 keeps, on the CUDA kernels: every max(8, N/2) steps, so they
+    hold about 2 floats per (channel, step) whatever N.  (The kernels' default of 8 keeps N/8: 4x the size of x at
+    MPSI's N = 32; a chunk of 16 there halves that for a few per cent more backward time -- the kernel sweeps in
+    docs/benchmarks.md.)  None (the default) for level 2's transient checkpoints and for other backends."""
+    if not keep_ckpt or backend not in _NATIVE_REVERSE:
+        return None
+    npad = 1 << max(0, int(d_state) - 1).bit_length()
+    return max(8, npad // 2)
 
 
 def _reverse_plan(reverse, backend):
@@ -104,10 +116,11 @@ def _recompute(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, dt_
     return xpad, taps, u_pre, u, dtv, (su, sdelta, A, B4, C4, D32, zz, bias)
 
 
-def _scan_fwd(scan, backend, prepared, store_ckpt, reverse, store_out=True):
-    """The kernel forward; the CUDA kernels scan reversed directions natively and can skip the outputs."""
+def _scan_fwd(scan, backend, prepared, store_ckpt, reverse, store_out=True, chunk=None):
+    """The kernel forward; the CUDA kernels scan reversed directions natively, can skip the outputs and take a
+    checkpoint interval."""
     if backend in _NATIVE_REVERSE:
-        return scan.backend._fwd(*prepared, True, store_ckpt, reverse=reverse, store_out=store_out)
+        return scan.backend._fwd(*prepared, True, store_ckpt, reverse=reverse, store_out=store_out, chunk=chunk)
     return scan.backend._fwd(*prepared, True, store_ckpt)
 
 
@@ -118,7 +131,8 @@ def _forward(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, dt_ra
     with torch.no_grad():
         prepared = _recompute(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, dt_rank, d_state,
                               reverse, backend, scan, cdt)[-1]
-        out, _, ckpt = _scan_fwd(scan, backend, prepared, keep_ckpt, reverse)
+        out, _, ckpt = _scan_fwd(scan, backend, prepared, keep_ckpt, reverse,
+                                 chunk=_kept_chunk(backend, d_state, keep_ckpt))
     if _reverse_plan(reverse, backend)[1]:
         out = out.flip(-1)
     return out, (ckpt if keep_ckpt else x.new_empty((0,), dtype=torch.float32))
@@ -138,7 +152,8 @@ def _backward(dout, x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D
             dout = dout.flip(-1)
         if not keep_ckpt:      # level 2: the forward kept no checkpoints; rerun the scan's forward to get them
             ckpt = _scan_fwd(scan, backend, prepared, True, reverse, store_out=False)[2]
-        scan_bwd = dict(reverse=reverse) if backend in _NATIVE_REVERSE else {}
+        scan_bwd = dict(reverse=reverse, chunk=_kept_chunk(backend, d_state, keep_ckpt)) \
+            if backend in _NATIVE_REVERSE else {}
         du, ddelta, dA, dB, dC, dD, dz, dbias = scan.backend._bwd(dout.contiguous(), *prepared, True, ckpt,
                                                                   **scan_bwd)
         del ckpt
@@ -203,7 +218,10 @@ if _custom_op is not None:
                   cdt, keep_ckpt):
         from .selective_scan import _kernel_module
         batch, dim, seqlen = x.shape
-        ckpt_shape = _kernel_module(backend).ckpt_shape(batch, dim, 1, d_state, seqlen) if keep_ckpt else (0,)
+        chunk = _kept_chunk(backend, d_state, keep_ckpt)
+        extra = dict(chunk=chunk) if chunk else {}      # the CUDA kernels' interval for level 1
+        ckpt_shape = (_kernel_module(backend).ckpt_shape(batch, dim, 1, d_state, seqlen, **extra) if keep_ckpt
+                      else (0,))
         return x.new_empty((batch, dim, seqlen), dtype=cdt), x.new_empty(ckpt_shape, dtype=torch.float32)
 
     @_custom_op('mamba_sr_archs::mamba_inner_bwd', mutates_args=())
@@ -244,8 +262,9 @@ def mamba_inner(x, z, conv_w, conv_b, x_proj_w, dt_proj_w, dt_bias, A_log, D, dt
     kernel backend with separate forward/backward is usable here (the caller then runs the plain layer).
 
     ``level`` 1 keeps the scan kernel's state checkpoints from the forward to the backward, (b, d, L / T, N) floats
-    (2-4x the size of x at N = 16-32); level 2 keeps nothing of the scan, and the backward reruns the scan's
-    forward (checkpoints only) to rebuild them: one more scan forward per direction, transient memory only.
+    (on the CUDA kernels T = max(8, N / 2): 2x the size of x; on Triton 2-4x at N = 16-32); level 2 keeps nothing
+    of the scan, and the backward reruns the scan's forward (checkpoints only) to rebuild them: one more scan
+    forward per direction, transient memory only.
 
     x, z: (batch, d_inner, L); conv_w (d_inner, K), conv_b (d_inner,) or None; x_proj_w (dt_rank + 2 d_state,
     d_inner); dt_proj_w (d_inner, dt_rank); dt_bias, D (d_inner,); A_log (d_inner, d_state).
