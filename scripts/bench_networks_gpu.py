@@ -133,9 +133,37 @@ def apply_mode(mode):
     import torch._functorch.config as functorch_config
     functorch_config.activation_memory_budget = cfg.get('mem_budget', 1.0)
     cuda_scan._CONFIG_OVERRIDE.clear()
+    if mode != 'ref':
+        cuda_scan._CONFIG_OVERRIDE.update(SCAN_OVERRIDE)
     triton_scan._CONFIG_OVERRIDE.clear()
     triton_scan._CONFIG_OVERRIDE.update(cfg.get('triton_override', {}))
     return cfg
+
+
+SCAN_OVERRIDE = {}   # --scan-override
+
+
+def seg_sweep(name, settings, iters):
+    """{'WARPS:MAX': ms} of compiled TF32 inference on one LR 256x256 image (one compile, one CUDA graph per
+    setting: the launch configuration is fixed at capture)."""
+    from mamba_sr_archs.ops import cuda_scan
+    apply_mode('tf32-cuda-compile-graph')
+    net = torch.compile(build_net(name).eval())
+    x = torch.rand(1, 3, 256, 256, device='cuda', generator=torch.Generator(device='cuda').manual_seed(7))
+
+    def fwd():
+        with torch.no_grad():
+            return net(x)
+    fwd()
+    res = {}
+    for setting in settings:
+        warps, most = (int(v) for v in setting.split(':'))
+        cuda_scan._CONFIG_OVERRIDE.update(SEG_WARPS=warps, SEG_MAX=most)
+        g, _ = capture_graph(fwd, 1)
+        res[setting] = cuda_time_ms(g.replay, iters)
+        del g
+    cuda_scan._CONFIG_OVERRIDE.clear()
+    return res
 
 
 def build_net(name, seed=0, lean=False):
@@ -405,8 +433,14 @@ def main():
                          'fp32-cuda-graph (fp32, TF32 off, our scan) where mamba_ssm is not built')
     ap.add_argument('--curve-skip-ref', action='store_true',
                     help='only the --curve-modes runs (the baseline curves come from another run)')
+    ap.add_argument('--seg-sweep', nargs='*', metavar='WARPS:MAX',
+                    help='instead of the sections above: compiled TF32 inference (LR 256x256) of --nets with the '
+                         "CUDA scan's segment rule at each SEG_WARPS:SEG_MAX (ops/cuda_scan._segments)")
+    ap.add_argument('--scan-override', nargs='*', default=[], metavar='KEY=INT',
+                    help="cuda_scan._CONFIG_OVERRIDE entries for every mode but ref (e.g. SEG_WARPS=32 SEG_MAX=128)")
     ap.add_argument('--deadline', type=float, default=560, help='stop starting new measurements after this many s')
     args = ap.parse_args()
+    SCAN_OVERRIDE.update((k, int(v)) for k, v in (kv.split('=') for kv in args.scan_override))
     if not torch.cuda.is_available():
         sys.exit('bench_networks_gpu.py needs a CUDA GPU')
     os.makedirs(args.out, exist_ok=True)
@@ -472,6 +506,14 @@ def main():
                     traceback.print_exc()
                     results[kind].setdefault(name, {})[mode] = dict(error=repr(exc))
                 save()
+
+    if args.seg_sweep:
+        for name in args.nets:
+            res = seg_sweep(name, args.seg_sweep, args.infer_iters)
+            results.setdefault('seg_sweep', {})[name] = res
+            log(f'seg sweep {name}: ' + '  '.join(f'{k} {v:.2f} ms' for k, v in res.items()))
+            save()
+        args.skip_train = args.skip_infer = True
 
     if not args.skip_infer:
         outs = {}

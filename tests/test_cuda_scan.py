@@ -109,13 +109,18 @@ def test_a_broken_configuration_fails_with_the_compiler_log():
 
 def test_segments_only_for_small_grids():
     c = cs.launch_config(16, 384, 1, 16, 4096)
-    assert cs._segments(c, 16, 1, 4096, 132) == 1                     # MMA-B training: enough warps
+    assert cs._segments(c, 16, 1, 4096, 132, grad=True) == 1            # MMA-B training batch: enough warps
     c = cs.launch_config(1, 384, 1, 16, 65536, grad=False)
-    s = cs._segments(c, 1, 1, 65536, 132)                               # one 256x256 image: split
-    assert 2 <= s <= 64
+    s = cs._segments(c, 1, 1, 65536, 132, grad=False)                   # one 256x256 image: split
+    assert 2 <= s <= 128
+    # MPSI's inference width (120 channels, N 32: 30 warps): up to 128 segments without autograd, 64 with
+    c = cs.launch_config(1, 120, 1, 32, 65536, grad=False)
+    assert cs._segments(c, 1, 1, 65536, 132, grad=False) == 128
+    c = cs.launch_config(1, 120, 1, 32, 65536, grad=True)
+    assert cs._segments(c, 1, 1, 65536, 132, grad=True) == 64
     cs._CONFIG_OVERRIDE['SEGMENTS'] = 3
     try:
-        assert cs._segments(c, 1, 1, 65536, 132) == 3
+        assert cs._segments(c, 1, 1, 65536, 132, grad=False) == 3
     finally:
         cs._CONFIG_OVERRIDE.clear()
 

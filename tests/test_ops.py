@@ -8,6 +8,7 @@ import torch
 
 from conftest import load_golden
 from mamba_sr_archs.ops import available_backends, causal_conv1d, last_backend, selective_scan, selective_scan_ref
+from mamba_sr_archs.ops.causal_conv1d import causal_conv1d_shifted, causal_conv1d_torch
 from mamba_sr_archs.ops.selective_scan import ENV_VAR, selective_scan_torch
 
 GOLDEN = load_golden('selective_scan_golden.pt')
@@ -277,6 +278,31 @@ def test_causal_conv1d(activation, with_bias, length):
     if activation:
         expect = expect * torch.sigmoid(expect)
     torch.testing.assert_close(causal_conv1d(x, weight, bias, activation=activation), expect, atol=1e-12, rtol=0)
+    # the form torch.compile gets (a sum of shifted products)
+    torch.testing.assert_close(causal_conv1d_shifted(x, weight, bias, activation=activation), expect, atol=1e-12,
+                               rtol=0)
+
+
+def test_causal_conv1d_under_compile_is_the_shifted_sum():
+    """Under torch.compile causal_conv1d traces as shifted products (fused by Inductor); same values, gradients."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 6, 33, generator=g, requires_grad=True)
+    weight = torch.randn(6, 4, generator=g, requires_grad=True)
+    bias = torch.randn(6, generator=g, requires_grad=True)
+    seen = []
+
+    def backend(gm, example_inputs):
+        seen.extend(str(n.target) for n in gm.graph.nodes if n.op == 'call_function')
+        return gm
+    fn = torch.compile(lambda *a: causal_conv1d(*a, activation='silu'), backend=backend, fullgraph=True)
+    out = fn(x, weight, bias)
+    assert not any('conv' in t for t in seen), seen
+    expect = causal_conv1d_torch(x, weight, bias, activation='silu')
+    torch.testing.assert_close(out, expect, atol=1e-6, rtol=1e-6)
+    grads = torch.autograd.grad(out.square().sum(), (x, weight, bias))
+    grads_ref = torch.autograd.grad(expect.square().sum(), (x, weight, bias))
+    for a, b in zip(grads, grads_ref):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
 def test_causal_conv1d_is_causal_and_errors():

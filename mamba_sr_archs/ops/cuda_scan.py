@@ -213,24 +213,32 @@ def launch_config(batch, dim, groups, dstate, seqlen, sm_count=132, grad=True, c
     return dict(NS=ns, TPC=tpc, DB=db, T=t, RG=rg, n_dblk=n_dblk, grid=(groups * n_dblk, batch, 1))
 
 
-def _segments(cfg, batch, groups, seqlen, sm_count):
-    """Segments the forward splits the sequence into (1 = no split).
+# Segment rule (warps per multiprocessor aimed at, most segments): for the forward without autograd (inference),
+# (32, 128) took MPSI's compiled LR 256x256 inference from 35.3 to 32.5 ms on an H100 (MMA-B unchanged, 79.3-79.5 ms;
+# docs/benchmarks.md, networks_run20); training kernels keep (16, 64), which the training benchmarks were run with.
+_SEG_RULE = {False: (32, 128), True: (16, 64)}
+
+
+def _segments(cfg, batch, groups, seqlen, sm_count, grad):
+    """Segments the forward (``grad=False``: without autograd) or backward splits the sequence into (1 = no split).
 
     A grid of few warps (a long single sequence, or few channels) leaves the GPU latency-bound: each thread walks
     the whole sequence.  Split into S segments, pass 1 scans every segment from a zero state keeping its last state
     and total decay, pass 2 rescans every segment from its true start state (folded from the pass-1 summaries of
     the segments before it) writing the outputs and checkpoints.  That doubles the exp2 work, so it is used only
-    below about 4 warps per multiprocessor.  ``_CONFIG_OVERRIDE['SEGMENTS']`` forces a count.
+    below a quarter of the warps per multiprocessor aimed at (``_SEG_RULE``).  ``_CONFIG_OVERRIDE['SEGMENTS']``
+    forces a count; ``SEG_WARPS`` (warps per multiprocessor aimed at) and ``SEG_MAX`` (most segments) change the rule.
     """
     n_chunks = -(-seqlen // cfg['T'])
     forced = _CONFIG_OVERRIDE.get('SEGMENTS')
     if forced:
         return max(1, min(int(forced), n_chunks))
     warps = batch * groups * cfg['n_dblk'] * cfg['DB'] * cfg['TPC'] // 32
-    want = sm_count * int(_CONFIG_OVERRIDE.get('SEG_WARPS', 16))
+    aim, most = _SEG_RULE[bool(grad)]
+    want = sm_count * int(_CONFIG_OVERRIDE.get('SEG_WARPS', aim))
     if warps * 4 >= want:
         return 1
-    return max(1, min(-(-want // warps), n_chunks // 4, 64))
+    return max(1, min(-(-want // warps), n_chunks // 4, int(_CONFIG_OVERRIDE.get('SEG_MAX', most))))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -305,7 +313,7 @@ def _fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt, reve
     strides = _strides((u, (0, 1)), (delta, (0, 1)), (A, (0, 1)), (B4, (0, 1, 2)), (C4, (0, 1, 2)), (z, (0, 1)),
                        (out, (0, 1)))
     head = [_ptr(u), _ptr(delta), _ptr(A), _ptr(B4), _ptr(C4), _ptr(D), _ptr(z), _ptr(delta_bias)]
-    n_seg = _segments(cfg, batch, groups, seqlen, sm)
+    n_seg = _segments(cfg, batch, groups, seqlen, sm, grad=bool(store_ckpt))
     tail = [ctypes.c_int(v) for v in (dim, seqlen, dstate, dim // groups, cfg['n_dblk'], n_chunks)]
     if n_seg == 1:
         kern.launch(cfg['grid'], head + [_ptr(out), _ptr(last), _ptr(ckpt), _ptr(None), _ptr(None)] + tail
@@ -348,7 +356,7 @@ def _bwd(dout, u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, ckpt, reve
                                        int(atomic))]
     args += _strides((u, (0, 1)), (delta_in, (0, 1)), (A32, (0, 1)), (B4, (0, 1, 2)), (C4, (0, 1, 2)),
                      (z_in, (0, 1)), (dout, (0, 1)))
-    n_seg = _segments(cfg, batch, groups, seqlen, sm)
+    n_seg = _segments(cfg, batch, groups, seqlen, sm, grad=True)
     if n_seg == 1:
         kern.launch(cfg['grid'], args + [_ptr(None), _ptr(None), ctypes.c_int(n_chunks * cfg['T']),
                                          ctypes.c_int(0)], dev)
