@@ -147,13 +147,7 @@ def seg_sweep(name, settings, iters):
     """{'WARPS:MAX': ms} of compiled TF32 inference on one LR 256x256 image (one compile, one CUDA graph per
     setting: the launch configuration is fixed at capture)."""
     from mamba_sr_archs.ops import cuda_scan
-    apply_mode('tf32-cuda-compile-graph')
-    net = torch.compile(build_net(name).eval())
-    x = torch.rand(1, 3, 256, 256, device='cuda', generator=torch.Generator(device='cuda').manual_seed(7))
-
-    def fwd():
-        with torch.no_grad():
-            return net(x)
+    _, fwd = infer_forward(name, apply_mode('tf32-cuda-compile-graph'))
     fwd()
     res = {}
     for setting in settings:
@@ -380,8 +374,9 @@ def loss_curve(name, mode, steps, seed):
 
 # --------------------------------------------------------------------------------------------------- inference
 
-def bench_infer(name, mode, iters):
-    cfg = apply_mode(mode)
+def infer_forward(name, cfg):
+    """(net, fwd): the network in eval mode and a no-grad forward of one fixed LR 256x256 image, through
+    torch.compile and bf16 autocast where the mode ``cfg`` says."""
     net = build_net(name).eval()
     net_fwd = torch.compile(net) if cfg.get('compile') else net
     x = torch.rand(1, 3, 256, 256, device='cuda', generator=torch.Generator(device='cuda').manual_seed(7))
@@ -389,7 +384,12 @@ def bench_infer(name, mode, iters):
     def fwd():
         with torch.no_grad(), torch.autocast('cuda', dtype=torch.bfloat16, enabled=cfg['bf16']):
             return net_fwd(x)
+    return net, fwd
 
+
+def bench_infer(name, mode, iters):
+    cfg = apply_mode(mode)
+    net, fwd = infer_forward(name, cfg)
     out = fwd()
     torch.cuda.synchronize()
     if cfg['graph']:

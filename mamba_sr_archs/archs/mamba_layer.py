@@ -136,11 +136,10 @@ class Mamba(nn.Module):
         if y is not None:
             if bwd is not None:
                 y = y + self._lean(x, z, *bwd, reverse=True)
-            return self._proj(self.out_proj, y).transpose(1, 2)
-        y = self._scan(x, z, *fwd)
-        if bwd is not None:
-            y_b = self._scan(x.flip(-1), z.flip(-1), *bwd)
-            y = y + y_b.flip(-1)
+        else:
+            y = self._scan(x, z, *fwd)
+            if bwd is not None:
+                y = y + self._scan(x.flip(-1), z.flip(-1), *bwd).flip(-1)
         return self._proj(self.out_proj, y).transpose(1, 2)
 
     @staticmethod

@@ -25,6 +25,8 @@ from typing import List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from ._kernel_scan import next_pow2
+
 __all__ = ['mamba_inner', 'kernel_backend_for', 'channel_first_matmul']
 
 _custom_op = getattr(getattr(torch, 'library', None), 'custom_op', None)
@@ -76,8 +78,7 @@ def _kept_chunk(backend, d_state, keep_ckpt):
     docs/benchmarks.md.)  None (the default) for level 2's transient checkpoints and for other backends."""
     if not keep_ckpt or backend not in _NATIVE_REVERSE:
         return None
-    npad = 1 << max(0, int(d_state) - 1).bit_length()
-    return max(8, npad // 2)
+    return max(8, next_pow2(d_state) // 2)
 
 
 def _reverse_plan(reverse, backend):
