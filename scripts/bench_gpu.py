@@ -482,6 +482,38 @@ def section_cuda_sweep(results, until, dtypes=(torch.float32,)):
     results['sweep_cuda'] = rows
 
 
+def section_cuda_variants(results, variants, grad=False, dtypes=(torch.float32, torch.bfloat16)):
+    """The CUDA kernels at every timing shape under launch-configuration overrides, side by side.
+
+    ``variants``: strings 'KEY=INT,KEY=INT' of ``cuda_scan._CONFIG_OVERRIDE`` entries ('' = the defaults), e.g.
+    'PG=4' or 'NS=4,PG=1'.  ``grad``: time forward+backward instead of the forward without autograd.
+    """
+    what = 'fwd+bwd' if grad else 'forward without autograd'
+    log(f'\n== CUDA kernels, {what}, under configuration overrides (median ms) ==')
+    parsed = [dict((kv.split('=')[0], int(kv.split('=')[1])) for kv in v.split(',') if kv) for v in variants]
+    log('| shape | dtype | ' + ' | '.join(v or 'defaults' for v in variants) + ' |')
+    log('| --- | --- | ' + ' | '.join('---' for _ in variants) + ' |')
+    rows = []
+    fn = lambda *a: cs.selective_scan_cuda(*a, delta_softplus=True)  # noqa: E731
+    for name, b, d, L, N, G, has_z in SHAPES:
+        for dtype in dtypes:
+            ins = timing_inputs(b, d, L, N, G, has_z, dtype)
+            times = []
+            for over in parsed:
+                cs._CONFIG_OVERRIDE.update(over)
+                try:
+                    times.append(time_fn(fn, ins, grad=grad, rep=100))
+                except Exception as exc:
+                    log(f'{name} {dtype} {over}: FAILED {exc!r}'[:300])
+                    times.append(float('nan'))
+                finally:
+                    cs._CONFIG_OVERRIDE.clear()
+            log(f'| {name} | {str(dtype)[6:]} | ' + ' | '.join(f'{t:.3f}' for t in times) + ' |')
+            rows.append(dict(shape=name, dtype=str(dtype), grad=grad, variants=list(variants), ms=times))
+            torch.cuda.empty_cache()
+    results.setdefault('cuda_variants', []).extend(rows)
+
+
 def start_mamba_build(src, build_dir):
     os.makedirs(build_dir, exist_ok=True)
     env = dict(os.environ)
@@ -572,6 +604,11 @@ def main():
     ap.add_argument('--grid-impls', nargs='+', default=None, choices=list(BACKENDS),
                     help='backends the correctness grid runs for (default: --impls)')
     ap.add_argument('--cuda-sweep', action='store_true', help='sweep the CUDA kernels\' launch configurations')
+    ap.add_argument('--cuda-variants', nargs='+', default=None, metavar='KEY=INT[,KEY=INT]',
+                    help="time the CUDA kernels' forward without autograd under these _CONFIG_OVERRIDE sets "
+                         "('' = defaults), side by side")
+    ap.add_argument('--cuda-variants-grad', nargs='+', default=None, metavar='KEY=INT[,KEY=INT]',
+                    help='the same for forward+backward')
     args = ap.parse_args()
     if not torch.cuda.is_available() or not ts.is_available():
         sys.exit('bench_gpu.py needs a CUDA GPU and Triton')
@@ -604,6 +641,10 @@ def main():
             guarded(f'grid section ({impl})', lambda impl=impl: section_grid(results, impl), save)
     if not args.skip_timing:
         guarded('timing section', lambda: section_timing(results, bw, impls=args.impls), save)
+    if args.cuda_variants and 'cuda' in args.impls:
+        guarded('cuda variants', lambda: section_cuda_variants(results, args.cuda_variants), save)
+    if args.cuda_variants_grad and 'cuda' in args.impls:
+        guarded('cuda variants (grad)', lambda: section_cuda_variants(results, args.cuda_variants_grad, True), save)
     if args.cuda_sweep and 'cuda' in args.impls:
         guarded('cuda sweep', lambda: section_cuda_sweep(results, t_start + args.sweep_until), save)
     if args.segments:

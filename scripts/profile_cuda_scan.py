@@ -5,6 +5,7 @@ Usage on a CUDA machine (the numbers in docs/benchmarks.md came from this):
     MAMBA_SR_NVRTC_LINEINFO=1 ncu --kernel-name regex:ssm_ --launch-skip 2 --launch-count 2 \\
         --section SpeedOfLight --section InstructionStats --section WarpStateStats \\
         python scripts/profile_cuda_scan.py MMA-B
+(``--no-grad``: the forward without autograd, as at inference; ``--dtype bf16``: bf16 inputs.)
 MAMBA_SR_NVRTC_LINEINFO=1 adds source lines to the kernels, for ncu's source view.
 """
 import argparse
@@ -25,7 +26,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('shapes', nargs='+', choices=list(SHAPES))
     ap.add_argument('--iters', type=int, default=2)
+    ap.add_argument('--no-grad', action='store_true', help='forward without autograd only (the inference kernels)')
+    ap.add_argument('--dtype', choices=['fp32', 'bf16'], default='fp32', help='dtype of u, delta, B, C, z')
+    ap.add_argument('--torch-profile', action='store_true',
+                    help="print torch.profiler's table of the last iteration (every kernel and copy, not only the scan)")
     args = ap.parse_args()
+    dtype = {'fp32': torch.float32, 'bf16': torch.bfloat16}[args.dtype]
     for name in args.shapes:
         b, d, L, N, grouped, has_z = SHAPES[name]
         kw = dict(device='cuda')
@@ -33,14 +39,26 @@ def main():
         ins = [torch.randn(b, d, L, **kw), torch.randn(b, d, L, **kw) * 0.5 - 1, -torch.rand(d, N, **kw) - 0.1,
                torch.randn(*bc_shape, **kw), torch.randn(*bc_shape, **kw), torch.randn(d, **kw),
                torch.randn(b, d, L, **kw) if has_z else None, torch.randn(d, **kw) * 0.1]
+        for i in (0, 1, 3, 4, 6):
+            if ins[i] is not None:
+                ins[i] = ins[i].to(dtype)
         for t in ins:
             if t is not None:
-                t.requires_grad_()
-        for _ in range(args.iters):
+                t.requires_grad_(not args.no_grad)
+        def step():
             out = cuda_scan.selective_scan_cuda(*ins, delta_softplus=True)
-            out.backward(torch.ones_like(out))
+            if not args.no_grad:
+                out.backward(torch.ones_like(out))
+        for _ in range(args.iters):
+            step()
         torch.cuda.synchronize()
-        print(f'{name}: ok, config {cuda_scan.launch_config(b, d, 1, N, L)}')
+        if args.torch_profile:
+            from torch.profiler import ProfilerActivity, profile
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                step()
+                torch.cuda.synchronize()
+            print(prof.key_averages().table(sort_by='cuda_time_total', row_limit=25, max_name_column_width=60))
+        print(f'{name} {args.dtype}: ok, config {cuda_scan.launch_config(b, d, 1, N, L, grad=not args.no_grad)}')
 
 
 if __name__ == '__main__':

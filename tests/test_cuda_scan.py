@@ -66,7 +66,9 @@ def test_launch_config_keeps_kernel_invariants(shape, grad):
     assert c['T'] % c['TPC'] == 0 and c['T'] % c['RG'] == 0 and (2 * c['RG']) % c['TPC'] == 0
     assert c['RG'] * c['NS'] * 2 >= 32 // c['TPC']                    # dB/dC reduce-scatter over the warp's channels
     nw = nthreads // 32
-    assert (7 * c['DB'] + 2 * npad + 2 * nw * npad) * (c['T'] + 1) * 4 <= 48 * 1024   # static shared memory
+    # static shared memory of the backward: 8 channel rows, the (B, C) pair rows, per-warp dB / dC
+    assert ((8 * c['DB'] + 2 * nw * npad) * (c['T'] + 1) + c['T'] * (2 * npad + 4)) * 4 <= 48 * 1024
+    assert c['n_dblk'] * c['DB'] - dim // groups < c['DB']            # no empty block
     assert c['grid'] == (groups * c['n_dblk'], batch, 1) and c['n_dblk'] * c['DB'] >= dim // groups
     # the checkpoint grid of the autograd forward is the backward's
     assert cs.ckpt_shape(batch, dim, groups, dstate, seqlen)[2] == -(-seqlen // cs.launch_config(
@@ -107,9 +109,21 @@ def test_a_broken_configuration_fails_with_the_compiler_log():
     assert not ok and 'TPC must divide 32' in log
 
 
+def test_channel_blocks_pad_the_group_least():
+    c = cs.launch_config(16, 96, 1, 8, 4096)            # MambaIRv2-light: 3 blocks of 32, not a half-empty 2nd of 64
+    assert (c['DB'], c['n_dblk']) == (32, 3)
+    c = cs.launch_config(16, 384, 1, 16, 4096)          # a power of two: the largest block (16 channels x 8 lanes)
+    assert (c['DB'], c['n_dblk']) == (16, 24)
+
+
 def test_segments_only_for_small_grids():
     c = cs.launch_config(16, 384, 1, 16, 4096)
     assert cs._segments(c, 16, 1, 4096, 132, grad=True) == 1            # MMA-B training batch: enough warps
+    # MPSI's training batch (7.3 warps per multiprocessor): splitting it doubled the work for no gain
+    c = cs.launch_config(16, 240, 1, 32, 4096, grad=False)
+    assert cs._segments(c, 16, 1, 4096, 132, grad=False) == 1
+    c = cs.launch_config(16, 96, 1, 8, 4096, grad=False)                # MambaIRv2-light: 96 warps, split
+    assert cs._segments(c, 16, 1, 4096, 132, grad=False) == 44
     c = cs.launch_config(1, 384, 1, 16, 65536, grad=False)
     s = cs._segments(c, 1, 1, 65536, 132, grad=False)                   # one 256x256 image: split
     assert 2 <= s <= 128

@@ -118,7 +118,9 @@ class _Kernel:
     def launch(self, grid, args, device):
         _, cuda = _libs()
         stream = torch.cuda.current_stream(device).cuda_stream
-        ptrs = (ctypes.c_void_p * len(args))(*[ctypes.cast(ctypes.pointer(a), ctypes.c_void_p) for a in args])
+        # The driver takes an array of pointers to the argument values.  addressof is ~12x cheaper per argument
+        # than cast(pointer(a)); with ~40 arguments that was ~50 us of host time per launch.
+        ptrs = (ctypes.c_void_p * len(args))(*map(ctypes.addressof, args))
         _check_cu(cuda.cuLaunchKernel(self.func, grid[0], grid[1], grid[2], self.nthreads, 1, 1, 0,
                                       ctypes.c_void_p(stream), ptrs, None), 'cuLaunchKernel (selective scan)')
 
@@ -191,32 +193,44 @@ def launch_config(batch, dim, groups, dstate, seqlen, sm_count=132, grad=True, c
     the checkpoint interval); ``grad=False`` that of a forward without autograd; ``chunk`` asks for another chunk
     length T (= checkpoint interval; the lean Mamba path keeps fewer checkpoints this way).  Defaults from the sweeps in
     docs/benchmarks.md (H100): N >= 16: 8 lanes per channel (NS = N/8 states per thread), T = 8 with autograd and
-    16 without; N <= 8: NS = min(N, 4), T = 16.  NS >= N/32 so that a channel fits in a warp.
+    16 without (N >= 32 without autograd: NS = N/16); N <= 8: NS = min(N, 4), T = 16.  NS >= N/32 so that a
+    channel fits in a warp.  ``PG``: forward steps whose exp2 and shared loads are issued ahead of their recurrence,
+    the whole chunk (T) unless ``_CONFIG_OVERRIDE['PG']`` says otherwise (MMA-B's batch-16 forward 0.355 ms at
+    PG = 16 vs 0.384 step by step; docs/bench_results/cuda_scan_run24).
     """
     over = _CONFIG_OVERRIDE
     npad = _next_pow2(dstate)
     nthreads = int(over.get('NTHREADS', 128))
-    ns = int(over.get('NS') or (npad // 8 if npad >= 16 else min(npad, 4)))
+    # N >= 32 without autograd: 16 lanes per channel (twice the warps; MPSI's batch-16 forward 0.417 vs 0.525 ms,
+    # docs/bench_results/cuda_scan_sweeps/log_run5.txt); with autograd 8 (its backward is faster so).
+    ns = int(over.get('NS') or (npad // 16 if npad >= 32 and not grad else npad // 8 if npad >= 16 else min(npad, 4)))
     ns = max(ns, npad // 32)
     tpc = npad // ns
     dpg = dim // groups
-    db = max(32 // tpc, min(nthreads // tpc, _next_pow2(dpg)))
+    # Channels per block: a power of two up to nthreads / tpc (whole warps); the one that pads the group's channels
+    # least (96 channels: 32, not 64 with a half-empty second block), the largest of those.
+    cands = [1 << i for i in range(12) if 32 // tpc <= (1 << i) <= max(32 // tpc, nthreads // tpc)]
+    db = min(cands, key=lambda x: (-(-dpg // x) * x, -x))
     rg = _next_pow2(max(2, tpc // 2, -(-16 // (tpc * ns))))
     t = max(int(over.get('T') or chunk or (8 if grad and npad >= 16 else 16)), tpc, rg)
 
-    def bwd_smem(db):        # the backward's static shared memory: 7 channel rows, B, C, per-warp dB/dC
-        return (7 * db + 2 * npad + 2 * (db * tpc // 32) * npad) * (t + 1) * 4
+    def bwd_smem(db):        # the backward's static shared memory: 8 channel rows, (B, C) pairs, per-warp dB/dC
+        return ((8 * db + 2 * (db * tpc // 32) * npad) * (t + 1) + t * (2 * npad + 4)) * 4
 
     while db > 32 // tpc and bwd_smem(db) > 48 * 1024:
         db //= 2
     n_dblk = -(-dpg // db)
-    return dict(NS=ns, TPC=tpc, DB=db, T=t, RG=rg, n_dblk=n_dblk, grid=(groups * n_dblk, batch, 1))
+    pg = int(over.get('PG', t))
+    return dict(NS=ns, TPC=tpc, DB=db, T=t, RG=rg, PG=pg if t % pg == 0 else 1, n_dblk=n_dblk,
+                grid=(groups * n_dblk, batch, 1))
 
 
-# Segment rule (warps per multiprocessor aimed at, most segments): for the forward without autograd (inference),
-# (32, 128) took MPSI's compiled LR 256x256 inference from 35.3 to 32.5 ms on an H100 (MMA-B unchanged, 79.3-79.5 ms;
-# docs/benchmarks.md, networks_run20); training kernels keep (16, 64), which the training benchmarks were run with.
-_SEG_RULE = {False: (32, 128), True: (16, 64)}
+# Segment rule (split below this many warps per multiprocessor, warps per multiprocessor aimed at, most segments):
+# for the forward without autograd (inference), aiming at 32 took MPSI's compiled LR 256x256 inference from 35.3 to
+# 32.5 ms on an H100 (MMA-B unchanged, 79.3-79.5 ms; docs/benchmarks.md, networks_run20); training kernels aim at 16,
+# which the training benchmarks were run with.  Both split only below 4 warps per multiprocessor: splitting MPSI's
+# batch-16 scan (7.3 warps per multiprocessor) into 5 segments made it 1.6x slower (networks_run22).
+_SEG_RULE = {False: (4, 32, 128), True: (4, 16, 64)}
 
 
 def _segments(cfg, batch, groups, seqlen, sm_count, grad):
@@ -226,17 +240,17 @@ def _segments(cfg, batch, groups, seqlen, sm_count, grad):
     the whole sequence.  Split into S segments, pass 1 scans every segment from a zero state keeping its last state
     and total decay, pass 2 rescans every segment from its true start state (folded from the pass-1 summaries of
     the segments before it) writing the outputs and checkpoints.  That doubles the exp2 work, so it is used only
-    below a quarter of the warps per multiprocessor aimed at (``_SEG_RULE``).  ``_CONFIG_OVERRIDE['SEGMENTS']``
-    forces a count; ``SEG_WARPS`` (warps per multiprocessor aimed at) and ``SEG_MAX`` (most segments) change the rule.
+    below a few warps per multiprocessor (``_SEG_RULE``).  ``_CONFIG_OVERRIDE['SEGMENTS']`` forces a count;
+    ``SEG_WARPS`` (warps per multiprocessor aimed at) and ``SEG_MAX`` (most segments) change the rule.
     """
     n_chunks = -(-seqlen // cfg['T'])
     forced = _CONFIG_OVERRIDE.get('SEGMENTS')
     if forced:
         return max(1, min(int(forced), n_chunks))
     warps = batch * groups * cfg['n_dblk'] * cfg['DB'] * cfg['TPC'] // 32
-    aim, most = _SEG_RULE[bool(grad)]
+    below, aim, most = _SEG_RULE[bool(grad)]
     want = sm_count * int(_CONFIG_OVERRIDE.get('SEG_WARPS', aim))
-    if warps * 4 >= want:
+    if warps >= below * sm_count:
         return 1
     return max(1, min(-(-want // warps), n_chunks // 4, int(_CONFIG_OVERRIDE.get('SEG_MAX', most))))
 
@@ -259,7 +273,7 @@ def _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, reverse=False, **extr
     if u.dtype not in _KINDS or B4.dtype not in _KINDS:
         raise TypeError(f'selective_scan_cuda supports float32, bfloat16 and float16; got u {u.dtype}, '
                         f'B/C {B4.dtype}')
-    defines = dict(NS=cfg['NS'], TPC=cfg['TPC'], DB=cfg['DB'], T=cfg['T'], RG=cfg['RG'],
+    defines = dict(NS=cfg['NS'], TPC=cfg['TPC'], DB=cfg['DB'], T=cfg['T'], RG=cfg['RG'], PG=cfg['PG'],
                    BWD_MINB=int(_CONFIG_OVERRIDE.get('BWD_MINB', 1)), HAS_D=D is not None,
                    HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
                    IN_KIND=_KINDS[u.dtype], BC_KIND=_KINDS[B4.dtype], REVERSE=bool(reverse), STORE_OUT=1)
@@ -322,8 +336,10 @@ def _fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt, reve
     seg_len, grid, (seg_last, seg_decay) = _segment_plan(cfg, n_seg, n_chunks, seqlen, batch, dim, dstate, dev)
     bufs = [_ptr(out), _ptr(last), _ptr(ckpt), _ptr(seg_last), _ptr(seg_decay)]
     tail = tail + [ctypes.c_int(seg_len)] + strides
-    # Pass 1: segment summaries (no outputs, no checkpoints); pass 2: outputs from the true start states.
-    summary = _kernel('ssm_fwd', _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, reverse, STORE_CKPT=0), dev)
+    # Pass 1: segment summaries (no outputs, no checkpoints; STORE_OUT 0 is what sums delta for the segment's
+    # decay); pass 2: outputs from the true start states.
+    summary = _kernel('ssm_fwd', _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, reverse, STORE_CKPT=0,
+                                          STORE_OUT=0), dev)
     summary.launch(grid, head + bufs + tail + [ctypes.c_int(1)], dev)
     kern.launch(grid, head + bufs + tail + [ctypes.c_int(2)], dev)
     return out, last, ckpt

@@ -22,12 +22,16 @@ constexpr int NS = SS_NS, TPC = SS_TPC, DB = SS_DB, T = SS_T, RG = SS_RG;
 #define STORE_CKPT SS_STORE_CKPT
 #define STORE_OUT SS_STORE_OUT
 #define REVERSE SS_REVERSE
+#ifndef SS_PG
+#define SS_PG 1
+#endif
+constexpr int PG = SS_PG;    // forward steps per pipelined group (1: step by step)
 #define POS(t) (REVERSE ? (L - 1 - (t)) : (t))    // memory position of time step t along the sequence
 #define IN_KIND SS_IN_KIND
 #define BC_KIND SS_BC_KIND
 static_assert(TPC >= 1 && TPC <= 32 && (32 % TPC) == 0, "TPC must divide 32");
 static_assert((DB * TPC) % 32 == 0, "whole warps per block");
-static_assert(T % TPC == 0 && T % RG == 0 && (2 * RG) % TPC == 0, "chunk geometry");
+static_assert(T % TPC == 0 && T % RG == 0 && (2 * RG) % TPC == 0 && T % PG == 0, "chunk geometry");
 
 typedef unsigned short u16;
 
@@ -94,36 +98,74 @@ __device__ __forceinline__ void reduce_scatter(float *v, int lane) {
 
 // B and C rows of one chunk, as both kernels stage them.  Loads (one chunk ahead, into registers): element j of
 // this thread is state row0 + j * RS at memory position pos (zero past the end or past N); C only when
-// ``want_c``.  Staging (after the barrier): the registers into the shared tiles.
+// ``want_c``.  The registers keep the raw input type: converting at load time would make the thread wait for the
+// load there, instead of after the current chunk's arithmetic.  Staging (after the barrier) converts them.
 #define NBC ((NPAD * T + NTHREADS - 1) / NTHREADS)   // B/C elements per thread in a chunk
 #define RS (NTHREADS / T)                            // rows a block stages per pass
 
-__device__ __forceinline__ void load_bc(float *r_B, float *r_C, const bc_t *p_B, const bc_t *p_C, long long s_Bn,
+__device__ __forceinline__ void load_bc(bc_t *r_B, bc_t *r_C, const bc_t *p_B, const bc_t *p_C, long long s_Bn,
                                         long long s_Cn, int row0, int pos, bool ok_t, int N, bool want_c) {
 #pragma unroll
     for (int j = 0; j < NBC; ++j) {
         const int nn = row0 + j * RS;
         const bool ok = ok_t && nn < N;
-        r_B[j] = ok ? ld_bc(p_B[j * RS * s_Bn + pos]) : 0.f;
-        r_C[j] = (want_c && ok) ? ld_bc(p_C[j * RS * s_Cn + pos]) : 0.f;
+        r_B[j] = ok ? p_B[j * RS * s_Bn + pos] : bc_t(0);
+        r_C[j] = (want_c && ok) ? p_C[j * RS * s_Cn + pos] : bc_t(0);
     }
 }
 
-__device__ __forceinline__ void stage_bc(float (*s_B)[TP], float (*s_C)[TP], const float *r_B, const float *r_C,
-                                         int tid) {
+// Loads of the per-channel rows (delta, u, and z or dout) of one chunk, raw, as load_bc.
+#define NU ((DB * T + NTHREADS - 1) / NTHREADS)      // channel-row elements per thread in a chunk
+__device__ __forceinline__ void load_rows(in_t *r, const in_t *p, long long s_d, int row0, int d0, int dpg, int pos,
+                                          bool ok_t, bool want) {
+#pragma unroll
+    for (int j = 0; j < NU; ++j) {
+        const int cc = row0 + j * RS;
+        const bool ok = want && ok_t && cc < DB && d0 + cc < dpg;
+        r[j] = ok ? p[j * RS * s_d + pos] : in_t(0);
+    }
+}
+
+// Shared layout of B and C in both kernels: one row of (B_n, C_n) pairs per step, so that the NS states of a
+// thread are 2 NS consecutive floats (one 16-byte load per two states); the pitch keeps rows 16-byte aligned.
+#define BCP (2 * NPAD + 4)
+
+__device__ __forceinline__ void stage_bc(float (*s_BC)[BCP], const bc_t *r_B, const bc_t *r_C, int tid) {
 #pragma unroll
     for (int j = 0; j < NBC; ++j) {
         const int i = tid + j * NTHREADS;
-        if (i < NPAD * T) {
-            s_B[i / T][i % T] = r_B[j];
-            s_C[i / T][i % T] = r_C[j];
+        if (i < NPAD * T)
+            *reinterpret_cast<float2 *>(&s_BC[i % T][2 * (i / T)]) = make_float2(ld_bc(r_B[j]), ld_bc(r_C[j]));
+    }
+}
+
+// B and C of this thread's NS states (lane s of its channel) at chunk step tt.
+__device__ __forceinline__ void bc_at(const float (*s_BC)[BCP], int tt, int s, float *Bv, float *Cv) {
+    const float *row = &s_BC[tt][2 * s * NS];
+    if constexpr (NS % 2 == 0) {
+#pragma unroll
+        for (int k = 0; k < NS; k += 2) {
+            const float4 v = *reinterpret_cast<const float4 *>(row + 2 * k);
+            Bv[k] = v.x; Cv[k] = v.y; Bv[k + 1] = v.z; Cv[k + 1] = v.w;
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < NS; ++k) {
+            const float2 v = *reinterpret_cast<const float2 *>(row + 2 * k);
+            Bv[k] = v.x; Cv[k] = v.y;
         }
     }
 }
 
-// Both kernels stage one chunk of the per-channel rows (delta after bias/softplus, u; in the backward also dout, z
-// and sigmoid(delta_raw)) and of B, C in shared memory.  Positions past the end and channels past the group read as
-// zero (delta 0 means a = 1 and no input: the state passes through unchanged).
+// The per-lane phases of a chunk (outputs in the forward; dy, dz, du, ddelta in the backward) give lane s of a
+// channel the steps s, s + TPC, s + 2 TPC, ..., so that neighbouring lanes store neighbouring positions.  A value
+// per step that is reduce-scattered over the channel's lanes must therefore sit at slot (tt % TPC) * PER + tt / TPC
+// (reduce_scatter leaves lane s the slots [s * PER, (s + 1) * PER)).
+#define SLOT(tt) (((tt) % TPC) * (T / TPC) + (tt) / TPC)
+
+// The forward stages one chunk: (delta after bias/softplus, delta * u) pairs, u (and z) per channel and step, and
+// the (B, C) pairs.  Positions past the end and channels past the group read as zero (delta 0 means a = 1 and no
+// input: the state passes through unchanged).
 
 extern "C" __global__ void __launch_bounds__(NTHREADS)
 ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__restrict__ A,
@@ -136,11 +178,14 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
         long long s_Bb, long long s_Bg, long long s_Bn, long long s_Cb, long long s_Cg, long long s_Cn,
         long long s_zb, long long s_zd, long long s_ob, long long s_od, int mode) {
     // blockIdx: x = group * n_dblk + channel block, y = batch, z = segment s of the sequence, steps
-    // [s * seg_len, (s+1) * seg_len).  mode 0: one segment, the whole scan.  mode 1 (pass 1 of a split sequence):
-    // each segment from a zero state, storing only its last state and total decay prod(a) = exp(A sum(delta)) per
-    // (b, s) into seg_last / seg_decay.  mode 2 (pass 2): each segment from its true start state, folded from the
-    // pass-1 summaries of the segments before it, writing outputs (and checkpoints); the last segment writes last.
-    __shared__ float s_dt[DB][TP], s_u[DB][TP], s_B[NPAD][TP], s_C[NPAD][TP];
+    // [s * seg_len, (s+1) * seg_len).  mode 0: one segment, the whole scan.  mode 1 (pass 1 of a split sequence,
+    // compiled with STORE_OUT 0): each segment from a zero state, storing only its last state and total decay
+    // prod(a) = exp(A sum(delta)) per (b, s) into seg_last / seg_decay.  mode 2 (pass 2): each segment from its
+    // true start state, folded from the pass-1 summaries of the segments before it, writing outputs (and
+    // checkpoints); the last segment writes last.
+    __shared__ __align__(16) float2 s_dtu[DB][TP];
+    __shared__ __align__(16) float s_BC[T][BCP];
+    __shared__ float s_u[DB][TP];
 #if HAS_Z
     __shared__ float s_z[DB][TP];
 #endif
@@ -173,9 +218,9 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
     const bc_t *Cg = Cm + b * s_Cb + g * s_Cg;
 
     // Chunk inputs are loaded into registers one chunk ahead (their latency hides behind the current chunk's
-    // arithmetic), then written to shared memory after the barrier.
-    constexpr int NU = (DB * T + NTHREADS - 1) / NTHREADS;
-    float r_dt[NU], r_u[NU], r_z[NU], r_B[NBC], r_C[NBC];
+    // arithmetic), then converted and written to shared memory after the barrier.
+    in_t r_dt[NU], r_u[NU], r_z[NU];
+    bc_t r_B[NBC], r_C[NBC];
     // Element j of a chunk, for this thread: row row0 + j * RS (a channel, or a state for B/C), step tt0.
     static_assert(NTHREADS % T == 0, "whole rows per pass");
     const int row0 = tid / T, tt0 = tid % T;
@@ -186,16 +231,12 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
     auto load = [&](int t0) {
         const bool ok_t = t0 + tt0 < t_end;
         const int pos = POS(t0 + tt0);
-#pragma unroll
-        for (int j = 0; j < NU; ++j) {
-            const int cc = row0 + j * RS;
-            const bool ok = ok_t && cc < DB && d0 + cc < dpg;
-            r_dt[j] = ok ? ld_in(p_dt[j * RS * s_td + pos]) : 0.f;
-            r_u[j] = ok ? ld_in(p_u[j * RS * s_ud + pos]) : 0.f;
-            r_z[j] = (HAS_Z && STORE_OUT && ok) ? ld_in(p_z[j * RS * s_zd + pos]) : 0.f;
-        }
+        load_rows(r_dt, p_dt, s_td, row0, d0, dpg, pos, ok_t, true);
+        load_rows(r_u, p_u, s_ud, row0, d0, dpg, pos, ok_t, true);
+        load_rows(r_z, p_z, s_zd, row0, d0, dpg, pos, ok_t, HAS_Z && STORE_OUT);
         load_bc(r_B, r_C, p_B, p_C, s_Bn, s_Cn, row0, pos, ok_t, N, STORE_OUT);
     };
+    constexpr int PER = T / TPC;
     const int n_my_chunks = (t_end - t_begin + T - 1) / T;
     load(t_begin);
     for (int ci = 0; ci < n_my_chunks; ++ci) {
@@ -205,18 +246,20 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
         for (int j = 0; j < NU; ++j) {
             const int i = tid + j * NTHREADS, cc = i / T, tt = i % T;
             if (i < DB * T) {
-                float dtv = r_dt[j];
+                float dtv = ld_in(r_dt[j]);
                 if (HAS_BIAS) dtv += bias[g * dpg + min(d0 + cc, dpg - 1)];
                 if (SOFTPLUS) dtv = softplus_f(dtv);
                 const bool ok = (d0 + cc < dpg) && t0 + tt < t_end;
-                s_dt[cc][tt] = ok ? dtv : 0.f;
-                s_u[cc][tt] = r_u[j];
+                const float uv = ld_in(r_u[j]);
+                dtv = ok ? dtv : 0.f;
+                s_dtu[cc][tt] = make_float2(dtv, dtv * uv);
+                s_u[cc][tt] = uv;
 #if HAS_Z
-                s_z[cc][tt] = r_z[j];
+                s_z[cc][tt] = ld_in(r_z[j]);
 #endif
             }
         }
-        stage_bc(s_B, s_C, r_B, r_C, tid);
+        stage_bc(s_BC, r_B, r_C, tid);
         __syncthreads();
         if (ci + 1 < n_my_chunks) load(t0 + T);
 #if STORE_CKPT
@@ -229,26 +272,38 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
         }
 #endif
         float y[T];
+        // Steps in groups of PG: first every exp2 and input term of the group (independent of the state, so the
+        // special-function and shared-memory latencies overlap), then the recurrence over the group.
 #pragma unroll
-        for (int tt = 0; tt < T; ++tt) {
-            const float dtv = s_dt[c][tt];
-            const float dtu = dtv * s_u[c][tt];
-            float acc = 0.f;
-            dsum += dtv;
+        for (int g0 = 0; g0 < T; g0 += PG) {
+            float ea[PG][NS], bu[PG][NS], cv[PG][NS];
 #pragma unroll
-            for (int k = 0; k < NS; ++k) {
-                const float a = exp2f(dtv * A2[k]);
-                h[k] = fmaf(a, h[k], dtu * s_B[s * NS + k][tt]);
-                if (STORE_OUT) acc = fmaf(s_C[s * NS + k][tt], h[k], acc);
+            for (int j = 0; j < PG; ++j) {
+                const float2 dd = s_dtu[c][g0 + j];
+                bc_at(s_BC, g0 + j, s, bu[j], cv[j]);
+                if (!STORE_OUT) dsum += dd.x;           // the total decay is needed by the segment summaries only
+#pragma unroll
+                for (int k = 0; k < NS; ++k) {
+                    ea[j][k] = exp2f(dd.x * A2[k]);
+                    bu[j][k] *= dd.y;
+                }
             }
-            y[tt] = acc;
+#pragma unroll
+            for (int j = 0; j < PG; ++j) {
+                float acc = 0.f;
+#pragma unroll
+                for (int k = 0; k < NS; ++k) {
+                    h[k] = fmaf(ea[j][k], h[k], bu[j][k]);
+                    if (STORE_OUT) acc = fmaf(cv[j][k], h[k], acc);
+                }
+                y[SLOT(g0 + j)] = acc;
+            }
         }
         if (mode != 1 && STORE_OUT) {
             reduce_scatter<T, TPC / 2, 1>(y, lane);
-            constexpr int PER = T / TPC;
 #pragma unroll
             for (int i = 0; i < PER; ++i) {
-                const int tt = s * PER + i, t = t0 + tt;
+                const int tt = i * TPC + s, t = t0 + tt;
                 if (valid_d && t < t_end) {
                     float v = y[i];
                     if (HAS_D) v = fmaf(Dd, s_u[c][tt], v);
@@ -301,9 +356,11 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
     // zero incoming dh, storing only the dh it passes to the step before it and its total decay per (b, s) into
     // seg_carry / seg_decay.  mode 2: each segment from its true incoming dh, folded from the pass-1 summaries of
     // the segments after it, writing all gradients.
-    __shared__ float s_dt[DB][TP], s_u[DB][TP], s_g[DB][TP], s_sg[DB][TP], s_q[DB][TP], s_r[DB][TP];
+    __shared__ __align__(16) float2 s_dtu[DB][TP];      // (delta, delta * u)
+    __shared__ __align__(16) float s_BC[T][BCP];
+    __shared__ float s_u[DB][TP], s_g[DB][TP], s_sg[DB][TP], s_q[DB][TP], s_r[DB][TP];
     constexpr int NW = NTHREADS / 32;
-    __shared__ float s_B[NPAD][TP], s_C[NPAD][TP], s_dB[NW][NPAD][TP], s_dC[NW][NPAD][TP];
+    __shared__ float s_dB[NW][NPAD][TP], s_dC[NW][NPAD][TP];
 #if HAS_Z
     __shared__ float s_z[DB][TP];
 #endif
@@ -338,8 +395,8 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
     const bc_t *Cg = Cm + b * s_Cb + g * s_Cg;
     const long long bgN = (b * G + g) * (long long)N;
 
-    constexpr int NU = (DB * T + NTHREADS - 1) / NTHREADS;
-    float r_dt[NU], r_u[NU], r_g[NU], r_z[NU], r_B[NBC], r_C[NBC];   // staging layout as in the forward
+    in_t r_dt[NU], r_u[NU], r_g[NU], r_z[NU];       // staging layout as in the forward (raw until staged)
+    bc_t r_B[NBC], r_C[NBC];
     static_assert(NTHREADS % T == 0, "whole rows per pass");
     const int row0 = tid / T, tt0 = tid % T;
     const long long dd0 = g * dpg + d0 + row0;
@@ -350,15 +407,10 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
     auto load = [&](int t0) {       // one chunk ahead, as in the forward
         const bool ok_t = t0 + tt0 < L;
         const int pos = POS(t0 + tt0);
-#pragma unroll
-        for (int j = 0; j < NU; ++j) {
-            const int cc = row0 + j * RS;
-            const bool ok = ok_t && cc < DB && d0 + cc < dpg;
-            r_dt[j] = ok ? ld_in(p_dt[j * RS * s_td + pos]) : 0.f;
-            r_u[j] = ok ? ld_in(p_u[j * RS * s_ud + pos]) : 0.f;
-            r_g[j] = ok ? ld_in(p_g[j * RS * s_gd + pos]) : 0.f;
-            r_z[j] = (HAS_Z && ok) ? ld_in(p_z[j * RS * s_zd + pos]) : 0.f;
-        }
+        load_rows(r_dt, p_dt, s_td, row0, d0, dpg, pos, ok_t, true);
+        load_rows(r_u, p_u, s_ud, row0, d0, dpg, pos, ok_t, true);
+        load_rows(r_g, p_g, s_gd, row0, d0, dpg, pos, ok_t, true);
+        load_rows(r_z, p_z, s_zd, row0, d0, dpg, pos, ok_t, HAS_Z);
         load_bc(r_B, r_C, p_B, p_C, s_Bn, s_Cn, row0, pos, ok_t, N, true);
     };
     load(c_hi * T);
@@ -370,19 +422,21 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
             const int i = tid + j * NTHREADS, cc = i / T, tt = i % T;
             if (i < DB * T) {
                 const bool ok = (d0 + cc < dpg) && t0 + tt < L;
-                float dtv = r_dt[j], sg = 0.f;
+                float dtv = ld_in(r_dt[j]), sg = 0.f;
                 if (HAS_BIAS) dtv += bias[g * dpg + min(d0 + cc, dpg - 1)];
                 if (SOFTPLUS) { sg = sigmoid_f(dtv); dtv = softplus_f(dtv); }
-                s_dt[cc][tt] = ok ? dtv : 0.f;
+                const float uv = ld_in(r_u[j]);
+                dtv = ok ? dtv : 0.f;
+                s_dtu[cc][tt] = make_float2(dtv, dtv * uv);
                 s_sg[cc][tt] = sg;
-                s_u[cc][tt] = r_u[j];
-                s_g[cc][tt] = r_g[j];
+                s_u[cc][tt] = uv;
+                s_g[cc][tt] = ld_in(r_g[j]);
 #if HAS_Z
-                s_z[cc][tt] = r_z[j];
+                s_z[cc][tt] = ld_in(r_z[j]);
 #endif
             }
         }
-        stage_bc(s_B, s_C, r_B, r_C, tid);
+        stage_bc(s_BC, r_B, r_C, tid);
         __syncthreads();
         if (ci > c_lo) load(t0 - T);
 
@@ -400,21 +454,22 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
 #endif
 #pragma unroll
             for (int tt = 0; tt < T; ++tt) {
-                const float dtv = s_dt[c][tt];
-                const float dtu = dtv * s_u[c][tt];
+                const float2 dd = s_dtu[c][tt];
+                float Bv[NS], Cv[NS];
+                bc_at(s_BC, tt, s, Bv, Cv);
 #if HAS_Z
                 float acc = 0.f;
 #endif
 #pragma unroll
                 for (int k = 0; k < NS; ++k) {
-                    hc[k] = fmaf(exp2f(dtv * A2[k]), hc[k], dtu * s_B[s * NS + k][tt]);
+                    hc[k] = fmaf(exp2f(dd.x * A2[k]), hc[k], dd.y * Bv[k]);
                     hist[tt][k] = hc[k];
 #if HAS_Z
-                    acc = fmaf(s_C[s * NS + k][tt], hc[k], acc);
+                    acc = fmaf(Cv[k], hc[k], acc);
 #endif
                 }
 #if HAS_Z
-                y[tt] = acc;
+                y[SLOT(tt)] = acc;
 #endif
             }
             // 2. dy (and dz) for this lane's PER positions, shared with the channel's lanes through s_g.
@@ -423,7 +478,7 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
 #endif
 #pragma unroll
             for (int i = 0; i < PER; ++i) {
-                const int tt = s * PER + i, t = t0 + tt;
+                const int tt = i * TPC + s, t = t0 + tt;
                 const float gv = s_g[c][tt];
                 float dyv = gv;
 #if HAS_Z
@@ -444,11 +499,13 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
             // Pass 1: only the reverse recurrence of dh and the segment's total decay.
 #pragma unroll
             for (int tt = T - 1; tt >= 0; --tt) {
-                const float dtv = s_dt[c][tt], dyv = s_g[c][tt];
+                const float dtv = s_dtu[c][tt].x, dyv = s_g[c][tt];
+                float Bv[NS], Cv[NS];
+                bc_at(s_BC, tt, s, Bv, Cv);
                 dsum += dtv;
 #pragma unroll
                 for (int k = 0; k < NS; ++k)
-                    dh[k] = fmaf(s_C[s * NS + k][tt], dyv, dh[k]) * exp2f(dtv * A2[k]);
+                    dh[k] = fmaf(Cv[k], dyv, dh[k]) * exp2f(dtv * A2[k]);
             }
             continue;
         }
@@ -460,14 +517,16 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
 #pragma unroll
             for (int j = RG - 1; j >= 0; --j) {
                 const int tt = gi * RG + j;
-                const float dtv = s_dt[c][tt], uv = s_u[c][tt], dyv = s_g[c][tt];
-                const float dtu = dtv * uv;
+                const float2 dd = s_dtu[c][tt];
+                const float dtv = dd.x, dtu = dd.y, dyv = s_g[c][tt];
+                float Bs[NS], Cs[NS];
+                bc_at(s_BC, tt, s, Bs, Cs);
                 float q = 0.f, r = 0.f;
 #pragma unroll
                 for (int k = 0; k < NS; ++k) {
-                    const float Bv = s_B[s * NS + k][tt];
+                    const float Bv = Bs[k];
                     const float hv = hist[tt][k];
-                    dh[k] = fmaf(s_C[s * NS + k][tt], dyv, dh[k]);
+                    dh[k] = fmaf(Cs[k], dyv, dh[k]);
                     const float w = dh[k] * (hv - dtu * Bv);
                     dA_acc[k] = fmaf(w, dtv, dA_acc[k]);
                     q = fmaf(dh[k], Bv, q);
@@ -503,8 +562,8 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
         // 4. du, ddelta for this lane's positions.
 #pragma unroll
         for (int i = 0; i < PER; ++i) {
-            const int tt = s * PER + i, t = t0 + tt;
-            const float q = s_q[c][tt], r = s_r[c][tt], dtv = s_dt[c][tt], uv = s_u[c][tt];
+            const int tt = i * TPC + s, t = t0 + tt;
+            const float q = s_q[c][tt], r = s_r[c][tt], dtv = s_dtu[c][tt].x, uv = s_u[c][tt];
             float duv = q * dtv;
             if (HAS_D) duv = fmaf(Dd, s_g[c][tt], duv);
             float ddv = fmaf(uv, q, r);
