@@ -64,6 +64,8 @@ def test_launch_config_keeps_kernel_invariants(shape, grad):
     assert c['NS'] * c['TPC'] == npad and 32 % c['TPC'] == 0          # a channel's lanes inside one warp
     assert nthreads % 32 == 0 and nthreads % c['T'] == 0               # whole warps; whole rows per staging pass
     assert c['T'] % c['TPC'] == 0 and c['T'] % c['RG'] == 0 and (2 * c['RG']) % c['TPC'] == 0
+    # the forward's chunk: whole checkpoint intervals, at least 16 steps; its pipelined groups divide the interval
+    assert c['TF'] % c['T'] == 0 and c['TF'] >= 16 and c['T'] % c['PG'] == 0 and nthreads % c['TF'] == 0
     assert c['RG'] * c['NS'] * 2 >= 32 // c['TPC']                    # dB/dC reduce-scatter over the warp's channels
     nw = nthreads // 32
     # static shared memory of the backward: 8 channel rows, the (B, C) pair rows, per-warp dB / dC
@@ -86,12 +88,14 @@ def test_kernels_compile_with_nvrtc(shape, z, kind, softplus):
     # (grad, REVERSE, STORE_OUT): the autograd forward, the plain forward, a reversed one, checkpoints only
     for grad, reverse, store_out in ((True, 0, 1), (False, 0, 1), (True, 1, 1), (True, 1, 0)):
         c = cs.launch_config(batch, dim, groups, dstate, seqlen, grad=grad)
-        defines = dict(NS=c['NS'], TPC=c['TPC'], DB=c['DB'], T=c['T'], RG=c['RG'], BWD_MINB=1, HAS_D=1,
+        defines = dict(NS=c['NS'], TPC=c['TPC'], DB=c['DB'], T=c['T'], RG=c['RG'], PG=c['PG'], BWD_MINB=1, HAS_D=1,
                        HAS_Z=z, HAS_BIAS=1, SOFTPLUS=softplus, IN_KIND=kind, BC_KIND=kind, STORE_CKPT=grad,
                        REVERSE=reverse, STORE_OUT=store_out)
-        ok, log, ptx = _compile_ptx(defines)
-        assert ok, log
-        assert '.entry ssm_fwd' in ptx and '.entry ssm_bwd' in ptx
+        # as the launcher compiles them: the forward with chunks of TF steps and checkpoints every T; the backward
+        for d in (dict(defines, T=c['TF'], CK=c['T']), defines):
+            ok, log, ptx = _compile_ptx(d)
+            assert ok, log
+            assert '.entry ssm_fwd' in ptx and '.entry ssm_bwd' in ptx
 
 
 def test_kernels_compile_for_ampere_too():

@@ -195,8 +195,9 @@ def launch_config(batch, dim, groups, dstate, seqlen, sm_count=132, grad=True, c
     docs/benchmarks.md (H100): N >= 16: 8 lanes per channel (NS = N/8 states per thread), T = 8 with autograd and
     16 without (N >= 32 without autograd: NS = N/16); N <= 8: NS = min(N, 4), T = 16.  NS >= N/32 so that a
     channel fits in a warp.  ``PG``: forward steps whose exp2 and shared loads are issued ahead of their recurrence,
-    the whole chunk (T) unless ``_CONFIG_OVERRIDE['PG']`` says otherwise (MMA-B's batch-16 forward 0.355 ms at
-    PG = 16 vs 0.384 step by step; docs/bench_results/cuda_scan_run24).
+    T unless ``_CONFIG_OVERRIDE['PG']`` says otherwise (MMA-B's batch-16 forward 0.355 ms at PG = 16 vs 0.384 step
+    by step; docs/bench_results/cuda_scan_run24).  ``TF``: the forward's own chunk length, a multiple of T and at
+    least 16; it stores checkpoints every T steps.
     """
     over = _CONFIG_OVERRIDE
     npad = _next_pow2(dstate)
@@ -221,8 +222,10 @@ def launch_config(batch, dim, groups, dstate, seqlen, sm_count=132, grad=True, c
         db //= 2
     n_dblk = -(-dpg // db)
     pg = int(over.get('PG', t))
-    return dict(NS=ns, TPC=tpc, DB=db, T=t, RG=rg, PG=pg if t % pg == 0 else 1, n_dblk=n_dblk,
-                grid=(groups * n_dblk, batch, 1))
+    # The forward walks chunks of TF >= 16 steps (its per-chunk costs halve from T = 8), storing checkpoints every T.
+    tf = int(over.get('TF') or -(-16 // t) * t)
+    return dict(NS=ns, TPC=tpc, DB=db, T=t, TF=tf if tf % t == 0 else t, RG=rg, PG=pg if t % pg == 0 else t,
+                n_dblk=n_dblk, grid=(groups * n_dblk, batch, 1))
 
 
 # Segment rule (split below this many warps per multiprocessor, warps per multiprocessor aimed at, most segments):
@@ -273,7 +276,8 @@ def _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, reverse=False, **extr
     if u.dtype not in _KINDS or B4.dtype not in _KINDS:
         raise TypeError(f'selective_scan_cuda supports float32, bfloat16 and float16; got u {u.dtype}, '
                         f'B/C {B4.dtype}')
-    defines = dict(NS=cfg['NS'], TPC=cfg['TPC'], DB=cfg['DB'], T=cfg['T'], RG=cfg['RG'], PG=cfg['PG'],
+    defines = dict(NS=cfg['NS'], TPC=cfg['TPC'], DB=cfg['DB'], T=cfg['T'], CK=cfg.get('CK', cfg['T']),
+                   RG=cfg['RG'], PG=cfg['PG'],
                    BWD_MINB=int(_CONFIG_OVERRIDE.get('BWD_MINB', 1)), HAS_D=D is not None,
                    HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
                    IN_KIND=_KINDS[u.dtype], BC_KIND=_KINDS[B4.dtype], REVERSE=bool(reverse), STORE_OUT=1)
@@ -312,7 +316,8 @@ def _fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt, reve
     C4 = C4.to(B4.dtype)
     batch, dim, seqlen, dstate, groups, sm, cfg = _shape_config(u, A, B4, bool(store_ckpt), chunk)
     dev = u.device
-    n_chunks = -(-seqlen // cfg['T'])
+    n_chunks = -(-seqlen // cfg['T'])                # checkpoints: one per chunk of the backward
+    cfg = dict(cfg, T=cfg['TF'], CK=cfg['T'])         # the forward walks chunks of TF steps
     out = _empty((batch, dim, seqlen), u.dtype, dev) if store_out else None
     last = _empty((batch, dim, dstate), torch.float32, dev)
     ckpt = (_empty((batch, dim, n_chunks, dstate), torch.float32, dev) if store_ckpt
@@ -333,7 +338,8 @@ def _fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt, reve
         kern.launch(cfg['grid'], head + [_ptr(out), _ptr(last), _ptr(ckpt), _ptr(None), _ptr(None)] + tail
                     + [ctypes.c_int(seqlen)] + strides + [ctypes.c_int(0)], dev)
         return out, last, ckpt
-    seg_len, grid, (seg_last, seg_decay) = _segment_plan(cfg, n_seg, n_chunks, seqlen, batch, dim, dstate, dev)
+    seg_len, grid, (seg_last, seg_decay) = _segment_plan(cfg, n_seg, -(-seqlen // cfg['T']), seqlen, batch, dim,
+                                                         dstate, dev)
     bufs = [_ptr(out), _ptr(last), _ptr(ckpt), _ptr(seg_last), _ptr(seg_decay)]
     tail = tail + [ctypes.c_int(seg_len)] + strides
     # Pass 1: segment summaries (no outputs, no checkpoints; STORE_OUT 0 is what sums delta for the segment's

@@ -25,13 +25,17 @@ constexpr int NS = SS_NS, TPC = SS_TPC, DB = SS_DB, T = SS_T, RG = SS_RG;
 #ifndef SS_PG
 #define SS_PG 1
 #endif
+#ifndef SS_CK
+#define SS_CK SS_T
+#endif
 constexpr int PG = SS_PG;    // forward steps per pipelined group (1: step by step)
+constexpr int CK = SS_CK;    // forward: steps between stored state checkpoints (the backward's chunk length)
 #define POS(t) (REVERSE ? (L - 1 - (t)) : (t))    // memory position of time step t along the sequence
 #define IN_KIND SS_IN_KIND
 #define BC_KIND SS_BC_KIND
 static_assert(TPC >= 1 && TPC <= 32 && (32 % TPC) == 0, "TPC must divide 32");
 static_assert((DB * TPC) % 32 == 0, "whole warps per block");
-static_assert(T % TPC == 0 && T % RG == 0 && (2 * RG) % TPC == 0 && T % PG == 0, "chunk geometry");
+static_assert(T % TPC == 0 && T % RG == 0 && (2 * RG) % TPC == 0 && T % CK == 0 && CK % PG == 0, "chunk geometry");
 
 typedef unsigned short u16;
 
@@ -262,20 +266,21 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
         stage_bc(s_BC, r_B, r_C, tid);
         __syncthreads();
         if (ci + 1 < n_my_chunks) load(t0 + T);
-#if STORE_CKPT
-        if (valid_d) {
-#pragma unroll
-            for (int k = 0; k < NS; ++k) {
-                const int n = s * NS + k;
-                if (n < N) ckpt[((b * dim + d) * n_chunks + t0 / T) * N + n] = h[k];
-            }
-        }
-#endif
         float y[T];
         // Steps in groups of PG: first every exp2 and input term of the group (independent of the state, so the
         // special-function and shared-memory latencies overlap), then the recurrence over the group.
 #pragma unroll
         for (int g0 = 0; g0 < T; g0 += PG) {
+#if STORE_CKPT
+            // The state before step t0 + g0, every CK steps (n_chunks counts checkpoints).
+            if (g0 % CK == 0 && valid_d && t0 + g0 < t_end) {
+#pragma unroll
+                for (int k = 0; k < NS; ++k) {
+                    const int n = s * NS + k;
+                    if (n < N) ckpt[((b * dim + d) * n_chunks + (t0 + g0) / CK) * N + n] = h[k];
+                }
+            }
+#endif
             float ea[PG][NS], bu[PG][NS], cv[PG][NS];
 #pragma unroll
             for (int j = 0; j < PG; ++j) {
