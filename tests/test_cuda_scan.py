@@ -84,18 +84,30 @@ def test_launch_config_keeps_kernel_invariants(shape, grad):
     ((1, 8, 1, 2, 5), True, 0, True),
 ])
 def test_kernels_compile_with_nvrtc(shape, z, kind, softplus):
+    """Every kernel the launcher builds for these calls compiles to a Hopper cubin (ptxas checks registers and
+    shared memory too), with the defines the launcher passes."""
+    _nvrtc_or_skip()
     batch, dim, groups, dstate, seqlen = shape
-    # (grad, REVERSE, STORE_OUT): the autograd forward, the plain forward, a reversed one, checkpoints only
-    for grad, reverse, store_out in ((True, 0, 1), (False, 0, 1), (True, 1, 1), (True, 1, 0)):
+    dtype = {0: torch.float32, 1: torch.bfloat16, 2: torch.float16}[kind]
+    meta = dict(device='meta', dtype=dtype)
+    u, B4 = torch.empty(batch, dim, seqlen, **meta), torch.empty(batch, groups, dstate, seqlen, **meta)
+    D, bias = torch.empty(dim, device='meta'), torch.empty(dim, device='meta')
+    zz = u if z else None
+    with open(cs._SRC) as f:
+        source = f.read()
+    for grad in (True, False):
         c = cs.launch_config(batch, dim, groups, dstate, seqlen, grad=grad)
-        defines = dict(NS=c['NS'], TPC=c['TPC'], DB=c['DB'], T=c['T'], RG=c['RG'], PG=c['PG'], BWD_MINB=1, HAS_D=1,
-                       HAS_Z=z, HAS_BIAS=1, SOFTPLUS=softplus, IN_KIND=kind, BC_KIND=kind, STORE_CKPT=grad,
-                       REVERSE=reverse, STORE_OUT=store_out)
-        # as the launcher compiles them: the forward with chunks of TF steps and checkpoints every T; the backward
-        for d in (dict(defines, T=c['TF'], CK=c['T']), defines):
-            ok, log, ptx = _compile_ptx(d)
-            assert ok, log
-            assert '.entry ssm_fwd' in ptx and '.entry ssm_bwd' in ptx
+        fc = cs.forward_config(c)
+        builds = [('ssm_fwd', cs._defines(fc, u, B4, D, zz, bias, softplus, STORE_CKPT=grad)),      # outputs
+                  ('ssm_fwd', cs._defines(fc, u, B4, D, zz, bias, softplus, STORE_CKPT=0, STORE_OUT=0)),  # summary
+                  ('ssm_fwd', cs._defines(fc, u, B4, D, zz, bias, softplus, True, STORE_CKPT=grad))]   # reversed
+        if grad:
+            builds += [('ssm_fwd', cs._defines(fc, u, B4, D, zz, bias, softplus, STORE_CKPT=1, STORE_OUT=0)),
+                       ('ssm_bwd', cs._defines(c, u, B4, D, zz, bias, softplus, STORE_CKPT=0)),
+                       ('ssm_bwd', cs._defines(c, u, B4, D, zz, bias, softplus, True, STORE_CKPT=0))]
+        for name, defines in builds:
+            cubin = cs._nvrtc_cubin(source, cs.compile_options(name, defines, 'sm_90'))
+            assert cubin[:4] == b'\x7fELF' and name.encode() in cubin
 
 
 def test_kernels_compile_for_ampere_too():

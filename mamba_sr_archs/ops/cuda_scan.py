@@ -73,8 +73,16 @@ def _find_nvrtc():
 def _libs():
     if _STATE['nvrtc'] is None:
         _STATE['nvrtc'] = _find_nvrtc()
+    if _STATE['cuda'] is None:
         _STATE['cuda'] = ctypes.CDLL('libcuda.so.1')
     return _STATE['nvrtc'], _STATE['cuda']
+
+
+def _nvrtc():
+    """NVRTC alone (compiling needs no driver: the tests compile cubins on machines without a GPU)."""
+    if _STATE['nvrtc'] is None:
+        _STATE['nvrtc'] = _find_nvrtc()
+    return _STATE['nvrtc']
 
 
 def _check_cu(res, what):
@@ -86,7 +94,7 @@ def _check_cu(res, what):
 
 
 def _nvrtc_cubin(source, options):
-    nvrtc, _ = _libs()
+    nvrtc = _nvrtc()
     prog = ctypes.c_void_p()
     res = nvrtc.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), b'selective_scan.cu', 0, None, None)
     if res != 0:
@@ -125,6 +133,17 @@ class _Kernel:
                                       ctypes.c_void_p(stream), ptrs, None), 'cuLaunchKernel (selective scan)')
 
 
+def compile_options(name, defines, arch):
+    """NVRTC options that build kernel ``name`` ('ssm_fwd' or 'ssm_bwd') for ``arch`` (e.g. 'sm_90')."""
+    options = [f'--gpu-architecture={arch}', '--use_fast_math', '-std=c++17']
+    options += [f'-DSS_{k}={int(v)}' for k, v in sorted(defines.items())]
+    # Only the kernel launched: the forward's chunk (TF) would not fit the backward's shared memory.
+    options.append(f'-DSS_ONLY={int(name == "ssm_bwd")}')
+    if os.environ.get('MAMBA_SR_NVRTC_LINEINFO') == '1':      # source lines for profilers (ncu)
+        options.append('--generate-line-info')
+    return options
+
+
 def _kernel(name, defines, device):
     """Compiled and loaded kernel ``name`` for the given -D values, cached per device and configuration."""
     key = (name, tuple(sorted(defines.items())), device.index)
@@ -137,10 +156,7 @@ def _kernel(name, defines, device):
         major, minor = torch.cuda.get_device_capability(device)
         with open(_SRC) as f:
             source = f.read()
-        options = [f'--gpu-architecture=sm_{major}{minor}', '--use_fast_math', '-std=c++17']
-        options += [f'-DSS_{k}={int(v)}' for k, v in sorted(defines.items())]
-        if os.environ.get('MAMBA_SR_NVRTC_LINEINFO') == '1':      # source lines for profilers (ncu)
-            options.append('--generate-line-info')
+        options = compile_options(name, defines, f'sm_{major}{minor}')
         try:
             cubin = _nvrtc_cubin(source, options)
             _, cuda = _libs()
@@ -298,6 +314,11 @@ def _shape_config(u, A, B4, grad, chunk=None):
                                                                  chunk=chunk)
 
 
+def forward_config(cfg):
+    """The forward kernel's configuration: chunks of TF steps, checkpoints every T (CK)."""
+    return dict(cfg, T=cfg['TF'], CK=cfg['T'])
+
+
 def _segment_plan(cfg, n_seg, n_chunks, seqlen, batch, dim, dstate, device):
     """(seg_len, grid, two float32 (batch, segments, dim, N) buffers) of a two-pass launch over ``n_seg`` segments
     of whole chunks (no empty trailing segment)."""
@@ -317,7 +338,7 @@ def _fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt, reve
     batch, dim, seqlen, dstate, groups, sm, cfg = _shape_config(u, A, B4, bool(store_ckpt), chunk)
     dev = u.device
     n_chunks = -(-seqlen // cfg['T'])                # checkpoints: one per chunk of the backward
-    cfg = dict(cfg, T=cfg['TF'], CK=cfg['T'])         # the forward walks chunks of TF steps
+    cfg = forward_config(cfg)
     out = _empty((batch, dim, seqlen), u.dtype, dev) if store_out else None
     last = _empty((batch, dim, dstate), torch.float32, dev)
     ckpt = (_empty((batch, dim, n_chunks, dstate), torch.float32, dev) if store_ckpt

@@ -11,9 +11,10 @@
 //
 // Compile-time configuration, -DSS_<name> by the launcher (prefixed so as not to clash with NVRTC's headers):
 // NS, TPC, DB, T, RG (backward steps per reduction group), BWD_MINB (backward blocks per SM to fit registers for),
-// HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS, STORE_CKPT, STORE_OUT (0: the forward only stores checkpoints, no outputs),
-// REVERSE (scan the sequence from its end: time step t reads and writes memory position L - 1 - t, so a reversed
-// direction needs no flipped copies), IN_KIND and BC_KIND (0 fp32, 1 bf16, 2 fp16).
+// PG and CK (forward: steps per pipelined group, steps between checkpoints), HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS,
+// STORE_CKPT, STORE_OUT (0: the forward only stores checkpoints, no outputs), ONLY (0: ssm_fwd only, 1: ssm_bwd
+// only, undefined: both), REVERSE (scan the sequence from its end: time step t reads and writes memory position
+// L - 1 - t, so a reversed direction needs no flipped copies), IN_KIND and BC_KIND (0 fp32, 1 bf16, 2 fp16).
 constexpr int NS = SS_NS, TPC = SS_TPC, DB = SS_DB, T = SS_T, RG = SS_RG;
 #define HAS_D SS_HAS_D
 #define HAS_Z SS_HAS_Z
@@ -171,6 +172,7 @@ __device__ __forceinline__ void bc_at(const float (*s_BC)[BCP], int tt, int s, f
 // the (B, C) pairs.  Positions past the end and channels past the group read as zero (delta 0 means a = 1 and no
 // input: the state passes through unchanged).
 
+#if !defined(SS_ONLY) || SS_ONLY == 0
 extern "C" __global__ void __launch_bounds__(NTHREADS)
 ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__restrict__ A,
         const bc_t *__restrict__ Bm, const bc_t *__restrict__ Cm, const float *__restrict__ Dv,
@@ -336,6 +338,7 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
         }
     }
 }
+#endif
 
 // Backward.  Walks the chunks in reverse; per chunk: recompute the states from the chunk's checkpoint (kept in
 // registers, T x NS per thread), with z also y and so dz and dy; then the reverse recurrence
@@ -344,6 +347,7 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
 //   dB_t = sum_d dh dt u,  dC_t = sum_d h dy.
 // Steps are taken in groups of RG: the n-sums are reduce-scattered over the TPC lanes of a channel, the d-sums over
 // the channels of the warp, then added across the block's warps in shared memory and written once per block.
+#if !defined(SS_ONLY) || SS_ONLY == 1
 extern "C" __global__ void __launch_bounds__(NTHREADS, SS_BWD_MINB)
 ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__restrict__ A,
         const bc_t *__restrict__ Bm, const bc_t *__restrict__ Cm, const float *__restrict__ Dv,
@@ -632,3 +636,4 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
         if (HAS_BIAS) atomicAdd(dbias + d, dbias_acc);
     }
 }
+#endif
