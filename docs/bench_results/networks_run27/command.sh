@@ -1,0 +1,11 @@
+[ -d /tmp/site/basicsr ] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TORCHINDUCTOR_CACHE_DIR=/tmp/inductor_cache
+T0=$(date +%s); M=.mamba_src/mamba_ssm-2.3.2.post1
+( python3 -c "import sys; sys.path.insert(0,'scripts'); from bench_gpu import start_mamba_build as s; p,l=s('$M','/tmp/mamba_ss_build'); p.wait()" > /tmp/build.log 2>&1 ) &
+python3 -m pytest -q -m gpu tests/test_cuda_scan.py tests/test_mamba_inner.py -p no:cacheprovider > $OUT/gpu_tests.log 2>&1; tail -1 $OUT/gpu_tests.log
+python3 scripts/bench_gpu.py --out $OUT/grid27 --skip-sweep --skip-timing --impls cuda --grid-impls cuda > $OUT/grid.log 2>&1
+grep -c " ok " $OUT/grid.log; grep -E "FAIL|fail" $OUT/grid.log | head -3
+echo "tests+grid $(( $(date +%s) - T0 )) s"; wait; echo "build $(( $(date +%s) - T0 )) s"
+timeout $(( 585 - ($(date +%s) - T0) )) python3 scripts/bench_networks_gpu.py --nets MPSI MambaIRv2-light --mamba-src $M --out $OUT/net27 --skip-train --modes ref tf32-cuda-compile-graph --infer-iters 20 --deadline 300 > $OUT/net.log 2>&1
+grep "^infer\|^| M\|built" $OUT/net.log
+echo "end $(( $(date +%s) - T0 )) s"
