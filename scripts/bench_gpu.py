@@ -482,6 +482,11 @@ def section_cuda_sweep(results, until, dtypes=(torch.float32,)):
     results['sweep_cuda'] = rows
 
 
+def parse_override(text):
+    """'KEY=INT,KEY=INT' (a cuda_scan._CONFIG_OVERRIDE set; '' is none) as a dict."""
+    return {k: int(v) for k, v in (kv.split('=') for kv in text.split(',') if kv)}
+
+
 def section_cuda_variants(results, variants, grad=False, dtypes=(torch.float32, torch.bfloat16)):
     """The CUDA kernels at every timing shape under launch-configuration overrides, side by side.
 
@@ -490,7 +495,7 @@ def section_cuda_variants(results, variants, grad=False, dtypes=(torch.float32, 
     """
     what = 'fwd+bwd' if grad else 'forward without autograd'
     log(f'\n== CUDA kernels, {what}, under configuration overrides (median ms) ==')
-    parsed = [dict((kv.split('=')[0], int(kv.split('=')[1])) for kv in v.split(',') if kv) for v in variants]
+    parsed = [parse_override(v) for v in variants]
     log('| shape | dtype | ' + ' | '.join(v or 'defaults' for v in variants) + ' |')
     log('| --- | --- | ' + ' | '.join('---' for _ in variants) + ' |')
     rows = []

@@ -48,7 +48,7 @@ from mamba_sr_archs.archs.mma_arch import MMA  # noqa: E402
 from mamba_sr_archs.archs.mpsi_arch import MPSI  # noqa: E402
 from mamba_sr_archs.infer import PRESETS  # noqa: E402
 import mamba_sr_archs.ops.selective_scan  # noqa: E402,F401  (the module; ops re-exports the function)
-from bench_gpu import log, write_results  # noqa: E402  (one logger and writer for both GPU benchmarks)
+from bench_gpu import log, parse_override, write_results  # noqa: E402  (shared by both GPU benchmarks)
 
 ss = sys.modules['mamba_sr_archs.ops.selective_scan']
 
@@ -440,7 +440,7 @@ def main():
                     help="cuda_scan._CONFIG_OVERRIDE entries for every mode but ref (e.g. SEG_WARPS=32 SEG_MAX=128)")
     ap.add_argument('--deadline', type=float, default=560, help='stop starting new measurements after this many s')
     args = ap.parse_args()
-    SCAN_OVERRIDE.update((k, int(v)) for k, v in (kv.split('=') for kv in args.scan_override))
+    SCAN_OVERRIDE.update(parse_override(','.join(args.scan_override)))
     if not torch.cuda.is_available():
         sys.exit('bench_networks_gpu.py needs a CUDA GPU')
     os.makedirs(args.out, exist_ok=True)

@@ -70,19 +70,18 @@ def _find_nvrtc():
     raise OSError('libnvrtc not found (it ships with PyTorch CUDA wheels as nvidia-cuda-nvrtc)')
 
 
-def _libs():
-    if _STATE['nvrtc'] is None:
-        _STATE['nvrtc'] = _find_nvrtc()
-    if _STATE['cuda'] is None:
-        _STATE['cuda'] = ctypes.CDLL('libcuda.so.1')
-    return _STATE['nvrtc'], _STATE['cuda']
-
-
 def _nvrtc():
     """NVRTC alone (compiling needs no driver: the tests compile cubins on machines without a GPU)."""
     if _STATE['nvrtc'] is None:
         _STATE['nvrtc'] = _find_nvrtc()
     return _STATE['nvrtc']
+
+
+def _libs():
+    """(NVRTC, the CUDA driver library)."""
+    if _STATE['cuda'] is None:
+        _STATE['cuda'] = ctypes.CDLL('libcuda.so.1')
+    return _nvrtc(), _STATE['cuda']
 
 
 def _check_cu(res, what):
@@ -319,9 +318,10 @@ def forward_config(cfg):
     return dict(cfg, T=cfg['TF'], CK=cfg['T'])
 
 
-def _segment_plan(cfg, n_seg, n_chunks, seqlen, batch, dim, dstate, device):
+def _segment_plan(cfg, n_seg, seqlen, batch, dim, dstate, device):
     """(seg_len, grid, two float32 (batch, segments, dim, N) buffers) of a two-pass launch over ``n_seg`` segments
-    of whole chunks (no empty trailing segment)."""
+    of whole chunks of ``cfg['T']`` steps (no empty trailing segment)."""
+    n_chunks = -(-seqlen // cfg['T'])
     seg_len = -(-n_chunks // n_seg) * cfg['T']
     n_seg = -(-seqlen // seg_len)
     bufs = [torch.empty((batch, n_seg, dim, dstate), dtype=torch.float32, device=device) for _ in range(2)]
@@ -359,8 +359,7 @@ def _fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt, reve
         kern.launch(cfg['grid'], head + [_ptr(out), _ptr(last), _ptr(ckpt), _ptr(None), _ptr(None)] + tail
                     + [ctypes.c_int(seqlen)] + strides + [ctypes.c_int(0)], dev)
         return out, last, ckpt
-    seg_len, grid, (seg_last, seg_decay) = _segment_plan(cfg, n_seg, -(-seqlen // cfg['T']), seqlen, batch, dim,
-                                                         dstate, dev)
+    seg_len, grid, (seg_last, seg_decay) = _segment_plan(cfg, n_seg, seqlen, batch, dim, dstate, dev)
     bufs = [_ptr(out), _ptr(last), _ptr(ckpt), _ptr(seg_last), _ptr(seg_decay)]
     tail = tail + [ctypes.c_int(seg_len)] + strides
     # Pass 1: segment summaries (no outputs, no checkpoints; STORE_OUT 0 is what sums delta for the segment's
@@ -406,8 +405,7 @@ def _bwd(dout, u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, ckpt, reve
     else:
         # Pass 1: per segment, the dh it hands to the segment before it (from a zero incoming dh) and its decay;
         # pass 2: every segment from its true incoming dh, writing the gradients.
-        seg_len, grid, (seg_carry, seg_decay) = _segment_plan(cfg, n_seg, n_chunks, seqlen, batch, dim, dstate,
-                                                              dev)
+        seg_len, grid, (seg_carry, seg_decay) = _segment_plan(cfg, n_seg, seqlen, batch, dim, dstate, dev)
         extra = [_ptr(seg_carry), _ptr(seg_decay), ctypes.c_int(seg_len)]
         kern.launch(grid, args + extra + [ctypes.c_int(1)], dev)
         kern.launch(grid, args + extra + [ctypes.c_int(2)], dev)
