@@ -614,7 +614,11 @@ def main():
                          "('' = defaults), side by side")
     ap.add_argument('--cuda-variants-grad', nargs='+', default=None, metavar='KEY=INT[,KEY=INT]',
                     help='the same for forward+backward')
+    ap.add_argument('--shapes', nargs='+', default=None, choices=[row[0] for row in SHAPES],
+                    help='time only these shapes (timings and variants)')
     args = ap.parse_args()
+    if args.shapes:
+        SHAPES[:] = [row for row in SHAPES if row[0] in args.shapes]
     if not torch.cuda.is_available() or not ts.is_available():
         sys.exit('bench_gpu.py needs a CUDA GPU and Triton')
     os.makedirs(args.out, exist_ok=True)

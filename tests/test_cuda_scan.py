@@ -105,6 +105,17 @@ def test_kernels_compile_with_nvrtc(shape, z, kind, softplus):
             builds += [('ssm_fwd', cs._defines(fc, u, B4, D, zz, bias, softplus, STORE_CKPT=1, STORE_OUT=0)),
                        ('ssm_bwd', cs._defines(c, u, B4, D, zz, bias, softplus, STORE_CKPT=0)),
                        ('ssm_bwd', cs._defines(c, u, B4, D, zz, bias, softplus, True, STORE_CKPT=0))]
+        cs._CONFIG_OVERRIDE['TP'] = 1          # the time-parallel forward, wherever N allows it
+        try:
+            tp = cs.tp_config(c, batch, dim, dstate, 132)
+        finally:
+            cs._CONFIG_OVERRIDE.clear()
+        if tp is not None:
+            builds += [('ssm_fwd_tp', cs._defines(tp, u, B4, D, zz, bias, softplus, rev, STORE_CKPT=grad))
+                       for rev in (False, True)]
+            if grad:
+                builds.append(('ssm_fwd_tp', cs._defines(tp, u, B4, D, zz, bias, softplus, STORE_CKPT=1,
+                                                         STORE_OUT=0)))
         for name, defines in builds:
             cubin = cs._nvrtc_cubin(source, cs.compile_options(name, defines, 'sm_90'))
             assert cubin[:4] == b'\x7fELF' and name.encode() in cubin
@@ -192,10 +203,12 @@ def _ctype_kind(a):
     return {ctypes.c_void_p: 'ptr', ctypes.c_int: 'int', ctypes.c_longlong: 'll'}[type(a)]
 
 
-@pytest.mark.parametrize('batch,seqlen,segments', [(16, 4096, 1), (1, 65536, 4)])
-def test_launchers_pass_the_kernels_parameters(monkeypatch, batch, seqlen, segments):
+@pytest.mark.parametrize('batch,seqlen,segments,N,tp', [(16, 4096, 1, 16, 0), (1, 65536, 4, 16, 0),
+                                                         (16, 4096, 1, 8, 1), (2, 4099, 1, 5, 1)])
+def test_launchers_pass_the_kernels_parameters(monkeypatch, batch, seqlen, segments, N, tp):
     """The ctypes argument lists match the kernels' signatures (count and kind, in order), with and without the
-    two-pass split of long sequences; checked on the CPU by recording the launches instead of running them."""
+    two-pass split of long sequences and with the time-parallel forward; checked on the CPU by recording the
+    launches instead of running them."""
     kernels = {}
 
     def fake_kernel(name, defines, device):
@@ -203,7 +216,8 @@ def test_launchers_pass_the_kernels_parameters(monkeypatch, batch, seqlen, segme
 
     monkeypatch.setattr(cs, '_kernel', fake_kernel)
     monkeypatch.setitem(cs._CONFIG_OVERRIDE, 'SEGMENTS', segments)
-    d, N = 8, 16
+    monkeypatch.setitem(cs._CONFIG_OVERRIDE, 'TP', tp)
+    d = 8
     u, delta, z = (torch.randn(batch, d, seqlen) for _ in range(3))
     A, D, bias = -torch.rand(d, N), torch.randn(d), torch.randn(d)
     B4, C4 = torch.randn(batch, 1, N, seqlen), torch.randn(batch, 1, N, seqlen)
@@ -213,14 +227,14 @@ def test_launchers_pass_the_kernels_parameters(monkeypatch, batch, seqlen, segme
     grads = cs._bwd(torch.randn_like(u), u, delta, A, B4, C4, D, z, bias, True, ckpt)
     assert [tuple(g.shape) for g in grads] == [u.shape, u.shape, A.shape, B4.shape, B4.shape, D.shape, z.shape,
                                                bias.shape]
-    fwd_kinds, bwd_kinds = _kernel_params('ssm_fwd'), _kernel_params('ssm_bwd')
-    n_launches = {'ssm_fwd': 0, 'ssm_bwd': 0}
+    n_launches = {}
     for rec in kernels.values():
         for grid, args in rec.calls:
-            assert [_ctype_kind(a) for a in args] == (fwd_kinds if rec.name == 'ssm_fwd' else bwd_kinds)
+            assert [_ctype_kind(a) for a in args] == _kernel_params(rec.name)
             assert grid[2] == segments
-            n_launches[rec.name] += 1
-    assert n_launches == ({'ssm_fwd': 1, 'ssm_bwd': 1} if segments == 1 else {'ssm_fwd': 2, 'ssm_bwd': 2})
+            n_launches[rec.name] = n_launches.get(rec.name, 0) + 1
+    fwd = 'ssm_fwd_tp' if tp else 'ssm_fwd'
+    assert n_launches == ({fwd: 1, 'ssm_bwd': 1} if segments == 1 else {fwd: 2, 'ssm_bwd': 2})
 
 
 @pytest.mark.gpu
@@ -287,6 +301,65 @@ def test_reverse_scan_equals_the_flipped_scan_on_gpu(seqlen, segments):
     for name, gr, gf in zip(['du', 'ddelta', 'dA', 'dB', 'dC', 'dD', 'dz', 'dbias'], grads_r, grads_f):
         along_l = gr.dim() >= 3
         torch.testing.assert_close(gr, gf.flip(-1) if along_l else gf, rtol=1e-4, atol=1e-4, msg=name)
+
+
+def _tp_inputs(batch, dim, seqlen, dstate, dtype, with_z, misaligned, seed):
+    g = torch.Generator(device='cuda').manual_seed(seed)
+    kw = dict(device='cuda', generator=g)
+
+    def row(scale=1.0, shift=0.0):      # (b, d, L); misaligned: a view one element into a wider tensor
+        x = torch.randn(batch, dim, seqlen + misaligned, **kw) * scale + shift
+        return x[..., misaligned:].to(dtype)
+    B4, C4 = (torch.randn(batch, 1, dstate, seqlen, **kw).to(dtype) for _ in range(2))
+    return [row(), row(0.5, -1), -torch.rand(dim, dstate, **kw) * 4 - 0.1, B4, C4, torch.randn(dim, **kw),
+            row() if with_z else None, torch.randn(dim, **kw) * 0.5]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.parametrize('batch,dim,seqlen,dstate,dtype,with_z,misaligned', [
+    (2, 12, 1, 8, torch.float32, True, 0), (3, 16, 1000, 8, torch.float32, False, 0),
+    (2, 8, 4099, 5, torch.float32, True, 1), (2, 16, 2048, 8, torch.bfloat16, True, 0),
+    (1, 4, 257, 1, torch.float32, False, 0), (2, 6, 777, 4, torch.bfloat16, False, 1)])
+def test_time_parallel_forward_matches_the_reference_on_gpu(batch, dim, seqlen, dstate, dtype, with_z,
+                                                            misaligned):
+    """The time-parallel forward (forced): outputs, last state and, through the backward that starts from its
+    checkpoints, every gradient against the float64 reference; the checkpoints equal the lane kernel's; reversed
+    equals flipped; the checkpoints-only build stores the same checkpoints.  Unaligned rows take the element-wise
+    path."""
+    from mamba_sr_archs.ops import selective_scan_ref
+    ins = _tp_inputs(batch, dim, seqlen, dstate, dtype, with_z, misaligned, seed=2)
+    ours = [t.detach().clone().requires_grad_() if t is not None else None for t in ins]
+    ref = [t.detach().double().requires_grad_() if t is not None else None for t in ins]
+    cs._CONFIG_OVERRIDE['TP'] = 1
+    try:
+        assert cs.tp_config(cs.launch_config(batch, dim, 1, dstate, seqlen), batch, dim, dstate, 132) is not None
+        y, last = cs.selective_scan_cuda(*ours, delta_softplus=True, return_last_state=True)
+        w = torch.randn(y.shape, device='cuda', generator=torch.Generator(device='cuda').manual_seed(3))
+        (y.float() * w).sum().backward()
+        args = [t.detach() if t is not None else None for t in ins]
+        out_tp, last_tp, ckpt_tp = cs._fwd(*args, True, True)
+        none, _, ckpt_only = cs._fwd(*args, True, True, store_out=False)
+        out_r, last_r, _ = cs._fwd(*args, True, True, reverse=True)
+        flip = [t.flip(-1) if t is not None and i in (0, 1, 3, 4, 6) else t for i, t in enumerate(args)]
+        out_f, last_f, _ = cs._fwd(*flip, True, True)
+        cs._CONFIG_OVERRIDE['TP'] = 0
+        out_lane, _, ckpt_lane = cs._fwd(*args, True, True)
+    finally:
+        cs._CONFIG_OVERRIDE.clear()
+    y64, last64 = selective_scan_ref(*ref, delta_softplus=True, return_last_state=True)
+    (y64 * w.double()).sum().backward()
+
+    def rel(a, b):
+        return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
+    tol = 1e-4 if dtype == torch.float32 else 1e-2
+    assert rel(y, y64) < tol and rel(last, last64) < 1e-4
+    for name, a, b in zip(['u', 'delta', 'A', 'B', 'C', 'D', 'z', 'delta_bias'], ours, ref):
+        if a is not None:
+            assert rel(a.grad, b.grad) < tol, name
+    assert none is None and torch.equal(ckpt_only, ckpt_tp)
+    assert rel(ckpt_tp, ckpt_lane) < 1e-5 and rel(out_tp, out_lane) < (1e-5 if dtype == torch.float32 else 1e-2)
+    assert rel(out_r, out_f.flip(-1)) < 1e-5 and rel(last_r, last_f) < 1e-5
 
 
 def test_automatic_choice_falls_back_when_the_kernels_cannot_be_built(monkeypatch):

@@ -132,12 +132,20 @@ class _Kernel:
                                       ctypes.c_void_p(stream), ptrs, None), 'cuLaunchKernel (selective scan)')
 
 
+_KERNEL_NAMES = ('ssm_fwd', 'ssm_bwd', 'ssm_fwd_tp')       # index: the SS_ONLY value that builds it alone
+
+
+def _block_threads(name, defines):
+    """Threads per block: DB channels of TPC lanes; the time-parallel forward gives each channel a warp."""
+    return defines['DB'] * (32 if name == 'ssm_fwd_tp' else defines['TPC'])
+
+
 def compile_options(name, defines, arch):
-    """NVRTC options that build kernel ``name`` ('ssm_fwd' or 'ssm_bwd') for ``arch`` (e.g. 'sm_90')."""
+    """NVRTC options that build kernel ``name`` (one of ``_KERNEL_NAMES``) for ``arch`` (e.g. 'sm_90')."""
     options = [f'--gpu-architecture={arch}', '--use_fast_math', '-std=c++17']
     options += [f'-DSS_{k}={int(v)}' for k, v in sorted(defines.items())]
     # Only the kernel launched: the forward's chunk (TF) would not fit the backward's shared memory.
-    options.append(f'-DSS_ONLY={int(name == "ssm_bwd")}')
+    options.append(f'-DSS_ONLY={_KERNEL_NAMES.index(name)}')
     if os.environ.get('MAMBA_SR_NVRTC_LINEINFO') == '1':      # source lines for profilers (ncu)
         options.append('--generate-line-info')
     return options
@@ -169,7 +177,7 @@ def _kernel(name, defines, device):
         except (RuntimeError, OSError) as exc:
             raise KernelBuildError(f'building the CUDA scan kernel {name} for sm_{major}{minor} failed: {exc}') \
                 from exc
-        k = _Kernel(module, func, defines['DB'] * defines['TPC'])
+        k = _Kernel(module, func, _block_threads(name, defines))
         _KERNELS[key] = k
         return k
 
@@ -273,6 +281,46 @@ def _segments(cfg, batch, groups, seqlen, sm_count, grad):
     return max(1, min(-(-want // warps), n_chunks // 4, int(_CONFIG_OVERRIDE.get('SEG_MAX', most))))
 
 
+# The time-parallel forward (ssm_fwd_tp) runs calls with N <= 8 whose (batch, channel) pairs give at least this many
+# warps per multiprocessor (a warp per channel; fewer leave it latency-bound: then the segment split above).
+_TP_MIN_WARPS = 4
+
+
+def tp_config(cfg, batch, dim, dstate, sm_count):
+    """Launch configuration of the time-parallel forward for this call, or None when the lane kernel runs.
+
+    Used for N <= 8 (NS = N rounded up to a power of two: all states in a thread) and batch x channels of at least
+    ``_TP_MIN_WARPS`` warps per multiprocessor.  A lane takes T = 8 steps (16 spilled registers at N = 8); every
+    CK / T-th lane's start state is a checkpoint (CK = the backward's chunk, cfg['T']).  ``_CONFIG_OVERRIDE``:
+    ``TP`` 1 forces it (where N allows), 0 turns it off; ``TP_DB`` channels (warps) per block (4), ``TP_T``.
+    """
+    force = _CONFIG_OVERRIDE.get('TP')
+    npad = _next_pow2(dstate)
+    t = int(_CONFIG_OVERRIDE.get('TP_T', 8))
+    if force == 0 or npad > 8 or cfg['T'] % t:
+        return None
+    if force is None and batch * dim < _TP_MIN_WARPS * sm_count:
+        return None
+    db = int(_CONFIG_OVERRIDE.get('TP_DB', 4))
+    groups = cfg['grid'][0] // cfg['n_dblk']
+    n_dblk = -(-(dim // groups) // db)
+    cfg = dict(NS=npad, TPC=1, DB=db, T=t, CK=cfg['T'], RG=1, PG=1, n_dblk=n_dblk, grid=(groups * n_dblk, batch, 1))
+    if 'TP_MINB' in _CONFIG_OVERRIDE:
+        cfg['TP_MINB'] = int(_CONFIG_OVERRIDE['TP_MINB'])
+    return cfg
+
+
+def _rows_vectorizable(*tensors):
+    """True when every row (b, d) of these (b, d, L) tensors starts 16-byte aligned and is contiguous along L."""
+    for t in tensors:
+        if t is None:
+            continue
+        per = 16 // t.element_size()
+        if t.data_ptr() % 16 or t.stride(2) != 1 or any(t.shape[i] > 1 and t.stride(i) % per for i in (0, 1)):
+            return False
+    return True
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Launchers
 # ---------------------------------------------------------------------------------------------------------------
@@ -296,6 +344,8 @@ def _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, reverse=False, **extr
                    BWD_MINB=int(_CONFIG_OVERRIDE.get('BWD_MINB', 1)), HAS_D=D is not None,
                    HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
                    IN_KIND=_KINDS[u.dtype], BC_KIND=_KINDS[B4.dtype], REVERSE=bool(reverse), STORE_OUT=1)
+    if 'TP_MINB' in cfg:
+        defines['TP_MINB'] = cfg['TP_MINB']
     defines.update(extra)
     return defines
 
@@ -338,6 +388,7 @@ def _fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt, reve
     batch, dim, seqlen, dstate, groups, sm, cfg = _shape_config(u, A, B4, bool(store_ckpt), chunk)
     dev = u.device
     n_chunks = -(-seqlen // cfg['T'])                # checkpoints: one per chunk of the backward
+    tp = tp_config(cfg, batch, dim, dstate, sm)      # lanes of T steps: their start states are the checkpoints
     cfg = forward_config(cfg)
     out = _empty((batch, dim, seqlen), u.dtype, dev) if store_out else None
     last = _empty((batch, dim, dstate), torch.float32, dev)
@@ -348,11 +399,19 @@ def _fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt, reve
     delta_bias = delta_bias.float() if delta_bias is not None else None
     delta = delta.to(u.dtype)
     z = z.to(u.dtype) if z is not None else None
-    kern = _kernel('ssm_fwd', _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, reverse,
-                                       STORE_CKPT=bool(store_ckpt), STORE_OUT=int(store_out)), dev)
     strides = _strides((u, (0, 1)), (delta, (0, 1)), (A, (0, 1)), (B4, (0, 1, 2)), (C4, (0, 1, 2)), (z, (0, 1)),
                        (out, (0, 1)))
     head = [_ptr(u), _ptr(delta), _ptr(A), _ptr(B4), _ptr(C4), _ptr(D), _ptr(z), _ptr(delta_bias)]
+    if tp is not None:
+        kern = _kernel('ssm_fwd_tp', _defines(tp, u, B4, D, z, delta_bias, delta_softplus, reverse,
+                                              STORE_CKPT=bool(store_ckpt), STORE_OUT=int(store_out)), dev)
+        vec = _rows_vectorizable(u, delta, z if store_out else None, out)
+        kern.launch(tp['grid'], head + [_ptr(out), _ptr(last), _ptr(ckpt)]
+                    + [ctypes.c_int(v) for v in (dim, seqlen, dstate, dim // groups, tp['n_dblk'], n_chunks, vec)]
+                    + strides, dev)
+        return out, last, ckpt
+    kern = _kernel('ssm_fwd', _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, reverse,
+                                       STORE_CKPT=bool(store_ckpt), STORE_OUT=int(store_out)), dev)
     n_seg = _segments(cfg, batch, groups, seqlen, sm, grad=bool(store_ckpt))
     tail = [ctypes.c_int(v) for v in (dim, seqlen, dstate, dim // groups, cfg['n_dblk'], n_chunks)]
     if n_seg == 1:

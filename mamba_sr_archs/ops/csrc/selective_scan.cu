@@ -13,7 +13,7 @@
 // NS, TPC, DB, T, RG (backward steps per reduction group), BWD_MINB (backward blocks per SM to fit registers for),
 // PG and CK (forward: steps per pipelined group, steps between checkpoints), HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS,
 // STORE_CKPT, STORE_OUT (0: the forward only stores checkpoints, no outputs), ONLY (0: ssm_fwd only, 1: ssm_bwd
-// only, undefined: both), REVERSE (scan the sequence from its end: time step t reads and writes memory position
+// only, 2: ssm_fwd_tp only, undefined: ssm_fwd and ssm_bwd), REVERSE (scan the sequence from its end: time step t reads and writes memory position
 // L - 1 - t, so a reversed direction needs no flipped copies), IN_KIND and BC_KIND (0 fp32, 1 bf16, 2 fp16).
 constexpr int NS = SS_NS, TPC = SS_TPC, DB = SS_DB, T = SS_T, RG = SS_RG;
 #define HAS_D SS_HAS_D
@@ -34,9 +34,11 @@ constexpr int CK = SS_CK;    // forward: steps between stored state checkpoints 
 #define POS(t) (REVERSE ? (L - 1 - (t)) : (t))    // memory position of time step t along the sequence
 #define IN_KIND SS_IN_KIND
 #define BC_KIND SS_BC_KIND
+#if !defined(SS_ONLY) || SS_ONLY < 2
 static_assert(TPC >= 1 && TPC <= 32 && (32 % TPC) == 0, "TPC must divide 32");
 static_assert((DB * TPC) % 32 == 0, "whole warps per block");
 static_assert(T % TPC == 0 && T % RG == 0 && (2 * RG) % TPC == 0 && T % CK == 0 && CK % PG == 0, "chunk geometry");
+#endif
 
 typedef unsigned short u16;
 
@@ -634,6 +636,239 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
     if (valid_d && s == 0) {
         if (HAS_D) atomicAdd(dD + d, dD_acc);
         if (HAS_BIAS) atomicAdd(dbias + d, dbias_acc);
+    }
+}
+#endif
+
+// Time-parallel forward, for calls with few (batch, channel, state) lanes (N <= 8, e.g. MambaIRv2's scans), where
+// a thread walking the whole sequence would leave the GPU nearly idle.  A warp owns one channel and walks the
+// sequence in windows of 32 T steps; lane l takes the T steps [t0 + l T, t0 + (l + 1) T) with all NS states in
+// registers:
+//   A. from a zero state: the lane's states and partial outputs y_j = C_j . h_j, and cd_j = delta summed up to j;
+//   B. a scan over the lanes of (decay exp(A sum delta), end state) pairs gives every lane its true start state h0
+//      (lane 0: the carry from the window before);
+//   C. the outputs get the start state's part, y_j += sum_n C_jn exp(A_n cd_j) h0_n.
+// Every CK / T-th lane's start state is a checkpoint of the backward (CK: its chunk length).  A block holds DB channels of one
+// (batch, B/C group); they share the window's B and C, staged in shared memory once.  Rows of delta, u, z and the
+// outputs move as 16-byte vectors when ``vec`` says the rows are aligned (the launcher checks), else element-wise.
+#if defined(SS_ONLY) && SS_ONLY == 2
+#ifndef SS_TP_MINB
+#define SS_TP_MINB 3
+#endif
+#define TP_THREADS (DB * 32)
+#define WIN (32 * T)                 // steps per window
+#define WP (32 * (T + 4))            // shared row pitch of one state's B (or C) over a window
+#define SIDX(t) ((t) + 4 * ((t) / T))  // step t's column: lane l's float4 reads start at (T + 4) l, distinct bank quads
+static_assert(T % 4 == 0 && T >= 8 && CK % T == 0, "TP: steps per lane, checkpoint interval");
+constexpr int VEC = 16 / sizeof(in_t);
+
+__device__ __forceinline__ void unpack16(uint4 v, float *f) {       // 16 bytes of in_t as VEC floats
+    const unsigned w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        if constexpr (VEC == 4) {
+            f[i] = __uint_as_float(w[i]);
+        } else {
+            f[2 * i] = ld_in(in_t(w[i] & 0xffffu));
+            f[2 * i + 1] = ld_in(in_t(w[i] >> 16));
+        }
+    }
+}
+
+__device__ __forceinline__ uint4 pack16(const float *f) {
+    unsigned w[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        if constexpr (VEC == 4)
+            w[i] = __float_as_uint(f[i]);
+        else
+            w[i] = unsigned(st_in(f[2 * i])) | (unsigned(st_in(f[2 * i + 1])) << 16);
+    }
+    return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+// Lowest memory position of the T steps from time step tl, or -1 when they cannot move as vectors.
+__device__ __forceinline__ int tp_vec_pos(int tl, int L, bool vec) {
+    const int lo = REVERSE ? L - tl - T : tl;
+    return (vec && lo >= 0 && lo + T <= L && lo % VEC == 0) ? lo : -1;
+}
+
+// r[j] = row p at time step tl + j (zero past the end).
+__device__ __forceinline__ void tp_load_row(float *r, const in_t *p, int tl, int L, bool vec) {
+    const int lo = tp_vec_pos(tl, L, vec);
+    if (lo >= 0) {
+#pragma unroll
+        for (int k = 0; k < T / VEC; ++k) {
+            float f[VEC];
+            unpack16(*reinterpret_cast<const uint4 *>(p + lo + k * VEC), f);
+#pragma unroll
+            for (int e = 0; e < VEC; ++e)
+                r[REVERSE ? T - 1 - (k * VEC + e) : k * VEC + e] = f[e];
+        }
+    } else {
+#pragma unroll
+        for (int j = 0; j < T; ++j)
+            r[j] = tl + j < L ? ld_in(p[POS(tl + j)]) : 0.f;
+    }
+}
+
+__device__ __forceinline__ void tp_store_row(in_t *p, const float *r, int tl, int L, bool vec) {
+    const int lo = tp_vec_pos(tl, L, vec);
+    if (lo >= 0) {
+#pragma unroll
+        for (int k = 0; k < T / VEC; ++k) {
+            float f[VEC];
+#pragma unroll
+            for (int e = 0; e < VEC; ++e)
+                f[e] = r[REVERSE ? T - 1 - (k * VEC + e) : k * VEC + e];
+            *reinterpret_cast<uint4 *>(p + lo + k * VEC) = pack16(f);
+        }
+    } else {
+#pragma unroll
+        for (int j = 0; j < T; ++j)
+            if (tl + j < L) p[POS(tl + j)] = st_in(r[j]);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(TP_THREADS, SS_TP_MINB)
+ssm_fwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__restrict__ A,
+           const bc_t *__restrict__ Bm, const bc_t *__restrict__ Cm, const float *__restrict__ Dv,
+           const in_t *__restrict__ z, const float *__restrict__ bias,
+           in_t *__restrict__ out, float *__restrict__ last, float *__restrict__ ckpt,
+           int dim, int L, int N, int dpg, int n_dblk, int n_ckpt, int vec,
+           long long s_ub, long long s_ud, long long s_tb, long long s_td, long long s_Ad, long long s_An,
+           long long s_Bb, long long s_Bg, long long s_Bn, long long s_Cb, long long s_Cg, long long s_Cn,
+           long long s_zb, long long s_zd, long long s_ob, long long s_od) {
+    // blockIdx: x = group * n_dblk + channel block, y = batch.
+    __shared__ __align__(16) float s_B[NS][WP];
+#if STORE_OUT
+    __shared__ __align__(16) float s_C[NS][WP];
+#endif
+    const int tid = threadIdx.x, lane = tid & 31;
+    const int blk = blockIdx.x, g = blk / n_dblk, c = (blk % n_dblk) * DB + tid / 32;
+    const long long b = blockIdx.y;
+    const bool valid_d = c < dpg;
+    const int d = g * dpg + min(c, dpg - 1);
+    float A2[NS], carry[NS];
+#pragma unroll
+    for (int k = 0; k < NS; ++k) {
+        A2[k] = (valid_d && k < N) ? A[d * s_Ad + k * s_An] * LOG2E : 0.f;
+        carry[k] = 0.f;
+    }
+    const float Dd = HAS_D ? Dv[d] : 0.f;
+    const float bias_d = HAS_BIAS ? bias[d] : 0.f;
+    const in_t *p_u = u + b * s_ub + d * s_ud, *p_dt = dt + b * s_tb + d * s_td;
+    const bc_t *Bg = Bm + b * s_Bb + g * s_Bg, *Cg = Cm + b * s_Cb + g * s_Cg;
+    const int n_win = (L + WIN - 1) / WIN;
+    for (int wi = 0; wi < n_win; ++wi) {
+        const int t0 = wi * WIN, tl = t0 + lane * T;
+        float dtv[T], uv[T];
+        tp_load_row(dtv, p_dt, tl, L, vec);
+        tp_load_row(uv, p_u, tl, L, vec);
+#if HAS_Z && STORE_OUT
+        float zv[T];
+        tp_load_row(zv, z + b * s_zb + d * s_zd, tl, L, vec);
+#endif
+        __syncthreads();                 // the previous window's reads of s_B / s_C are done
+        for (int i = tid; i < NS * WIN; i += TP_THREADS) {
+            const int n = i / WIN, t = i % WIN;
+            const bool ok = n < N && t0 + t < L;
+            const int pos = POS(t0 + t);
+            s_B[n][SIDX(t)] = ok ? ld_bc(Bg[n * s_Bn + pos]) : 0.f;
+#if STORE_OUT
+            s_C[n][SIDX(t)] = ok ? ld_bc(Cg[n * s_Cn + pos]) : 0.f;
+#endif
+        }
+        // delta after bias / softplus (0 past the end: the state passes through), delta * u, and delta's running sum.
+        float dtu[T], cd[T], y[T], h[NS], sum = 0.f;
+#pragma unroll
+        for (int j = 0; j < T; ++j) {
+            float v = dtv[j];
+            if (HAS_BIAS) v += bias_d;
+            if (SOFTPLUS) v = softplus_f(v);
+            v = (valid_d && tl + j < L) ? v : 0.f;
+            dtv[j] = v;
+            dtu[j] = v * uv[j];
+            sum += v;
+            cd[j] = sum;
+            y[j] = 0.f;
+        }
+#pragma unroll
+        for (int k = 0; k < NS; ++k) h[k] = 0.f;
+        __syncthreads();
+        // A. The lane's steps from a zero state, four steps (one float4 of B and of C per state) at a time.
+        const int col = (T + 4) * lane;          // SIDX(lane * T)
+#pragma unroll
+        for (int q = 0; q < T; q += 4) {
+#pragma unroll
+            for (int k = 0; k < NS; ++k) {
+                const float4 bq = *reinterpret_cast<const float4 *>(&s_B[k][col + q]);
+                const float bb[4] = {bq.x, bq.y, bq.z, bq.w};
+#if STORE_OUT
+                const float4 cq = *reinterpret_cast<const float4 *>(&s_C[k][col + q]);
+                const float cc[4] = {cq.x, cq.y, cq.z, cq.w};
+#endif
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    h[k] = fmaf(exp2f(dtv[q + e] * A2[k]), h[k], dtu[q + e] * bb[e]);
+#if STORE_OUT
+                    y[q + e] = fmaf(cc[e], h[k], y[q + e]);
+#endif
+                }
+            }
+        }
+        // B. Start states: inclusive scan of (decay, end state) over the lanes, then shifted by one lane.
+        float h0[NS];
+#pragma unroll
+        for (int k = 0; k < NS; ++k) {
+            float P = exp2f(A2[k] * sum), H = h[k];
+#pragma unroll
+            for (int off = 1; off < 32; off *= 2) {
+                const float Pp = __shfl_up_sync(0xffffffffu, P, off), Hp = __shfl_up_sync(0xffffffffu, H, off);
+                if (lane >= off) {
+                    H = fmaf(P, Hp, H);
+                    P *= Pp;
+                }
+            }
+            const float incl = fmaf(P, carry[k], H);        // the true state after the lane's last step
+            const float prev = __shfl_up_sync(0xffffffffu, incl, 1);
+            h0[k] = lane == 0 ? carry[k] : prev;
+            carry[k] = __shfl_sync(0xffffffffu, incl, 31);
+        }
+#if STORE_CKPT
+        if (valid_d && tl < L && tl % CK == 0) {           // the state before step tl: checkpoint tl / CK
+#pragma unroll
+            for (int k = 0; k < NS; ++k)
+                if (k < N) ckpt[((b * dim + d) * (long long)n_ckpt + tl / CK) * N + k] = h0[k];
+        }
+#endif
+#if STORE_OUT
+        // C. The start state's part of the outputs, then D u and the z gate.
+#pragma unroll
+        for (int q = 0; q < T; q += 4) {
+#pragma unroll
+            for (int k = 0; k < NS; ++k) {
+                const float4 cq = *reinterpret_cast<const float4 *>(&s_C[k][col + q]);
+                const float cc[4] = {cq.x * h0[k], cq.y * h0[k], cq.z * h0[k], cq.w * h0[k]};
+#pragma unroll
+                for (int e = 0; e < 4; ++e)
+                    y[q + e] = fmaf(cc[e], exp2f(A2[k] * cd[q + e]), y[q + e]);
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < T; ++j) {
+            if (HAS_D) y[j] = fmaf(Dd, uv[j], y[j]);
+#if HAS_Z
+            y[j] *= zv[j] * sigmoid_f(zv[j]);
+#endif
+        }
+        if (valid_d) tp_store_row(out + b * s_ob + d * s_od, y, tl, L, vec);
+#endif
+    }
+    if (valid_d && lane == 0) {
+#pragma unroll
+        for (int k = 0; k < NS; ++k)
+            if (k < N) last[(b * dim + d) * N + k] = carry[k];
     }
 }
 #endif
