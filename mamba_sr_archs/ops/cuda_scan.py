@@ -311,12 +311,13 @@ def tp_config(cfg, batch, dim, dstate, sm_count):
 
 
 def _rows_vectorizable(*tensors):
-    """True when every row (b, d) of these (b, d, L) tensors starts 16-byte aligned and is contiguous along L."""
+    """True when every row (all but the last index) of these tensors starts 16-byte aligned and is contiguous."""
     for t in tensors:
         if t is None:
             continue
         per = 16 // t.element_size()
-        if t.data_ptr() % 16 or t.stride(2) != 1 or any(t.shape[i] > 1 and t.stride(i) % per for i in (0, 1)):
+        if t.data_ptr() % 16 or t.stride(-1) != 1 or any(n > 1 and st % per for n, st in zip(t.shape[:-1],
+                                                                                            t.stride()[:-1])):
             return False
     return True
 
@@ -405,7 +406,7 @@ def _fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt, reve
     if tp is not None:
         kern = _kernel('ssm_fwd_tp', _defines(tp, u, B4, D, z, delta_bias, delta_softplus, reverse,
                                               STORE_CKPT=bool(store_ckpt), STORE_OUT=int(store_out)), dev)
-        vec = _rows_vectorizable(u, delta, z if store_out else None, out)
+        vec = _rows_vectorizable(u, delta, z if store_out else None, out) | 2 * _rows_vectorizable(B4, C4)
         kern.launch(tp['grid'], head + [_ptr(out), _ptr(last), _ptr(ckpt)]
                     + [ctypes.c_int(v) for v in (dim, seqlen, dstate, dim // groups, tp['n_dblk'], n_chunks, vec)]
                     + strides, dev)

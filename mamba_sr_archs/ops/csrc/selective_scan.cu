@@ -650,10 +650,11 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
 //   C. the outputs get the start state's part, y_j += sum_n C_jn exp(A_n cd_j) h0_n.
 // Every CK / T-th lane's start state is a checkpoint of the backward (CK: its chunk length).  A block holds DB channels of one
 // (batch, B/C group); they share the window's B and C, staged in shared memory once.  Rows of delta, u, z and the
-// outputs move as 16-byte vectors when ``vec`` says the rows are aligned (the launcher checks), else element-wise.
+// outputs move as 16-byte vectors when ``vec`` & 1 says their rows are aligned (the launcher checks), B and C when
+// ``vec`` & 2 does; else element-wise.
 #if defined(SS_ONLY) && SS_ONLY == 2
 #ifndef SS_TP_MINB
-#define SS_TP_MINB 3
+#define SS_TP_MINB 4
 #endif
 #define TP_THREADS (DB * 32)
 #define WIN (32 * T)                 // steps per window
@@ -730,6 +731,32 @@ __device__ __forceinline__ void tp_store_row(in_t *p, const float *r, int tl, in
     }
 }
 
+// B (or C) of one state at the BCV time steps from t: f[e] = row p at step t + e (zero past the end or when !ok).
+constexpr int BCV = 16 / sizeof(bc_t);
+static_assert(T % BCV == 0, "TP: a B/C vector stays within a lane's steps");
+__device__ __forceinline__ void tp_load_bc(float *f, const bc_t *p, int t, int L, bool vec, bool ok) {
+    const int lo = REVERSE ? L - t - BCV : t;
+    if (ok && vec && lo >= 0 && lo + BCV <= L && lo % BCV == 0) {
+        const uint4 v = *reinterpret_cast<const uint4 *>(p + lo);
+        const unsigned w[4] = {v.x, v.y, v.z, v.w};
+        float g[BCV];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            if constexpr (BCV == 4) {
+                g[i] = __uint_as_float(w[i]);
+            } else {
+                g[2 * i] = ld_bc(bc_t(w[i] & 0xffffu));
+                g[2 * i + 1] = ld_bc(bc_t(w[i] >> 16));
+            }
+        }
+#pragma unroll
+        for (int e = 0; e < BCV; ++e) f[e] = g[REVERSE ? BCV - 1 - e : e];
+    } else {
+#pragma unroll
+        for (int e = 0; e < BCV; ++e) f[e] = (ok && t + e < L) ? ld_bc(p[POS(t + e)]) : 0.f;
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(TP_THREADS, SS_TP_MINB)
 ssm_fwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__restrict__ A,
            const bc_t *__restrict__ Bm, const bc_t *__restrict__ Cm, const float *__restrict__ Dv,
@@ -763,21 +790,28 @@ ssm_fwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
     for (int wi = 0; wi < n_win; ++wi) {
         const int t0 = wi * WIN, tl = t0 + lane * T;
         float dtv[T], uv[T];
-        tp_load_row(dtv, p_dt, tl, L, vec);
-        tp_load_row(uv, p_u, tl, L, vec);
-#if HAS_Z && STORE_OUT
-        float zv[T];
-        tp_load_row(zv, z + b * s_zb + d * s_zd, tl, L, vec);
-#endif
+        tp_load_row(dtv, p_dt, tl, L, vec & 1);
+        tp_load_row(uv, p_u, tl, L, vec & 1);
         __syncthreads();                 // the previous window's reads of s_B / s_C are done
-        for (int i = tid; i < NS * WIN; i += TP_THREADS) {
-            const int n = i / WIN, t = i % WIN;
-            const bool ok = n < N && t0 + t < L;
-            const int pos = POS(t0 + t);
-            s_B[n][SIDX(t)] = ok ? ld_bc(Bg[n * s_Bn + pos]) : 0.f;
+        // B and C of the window, BCV steps of one state per thread and pass (16-byte loads where aligned).
+#pragma unroll
+        for (int k = 0; k < (NS * WIN / BCV + TP_THREADS - 1) / TP_THREADS; ++k) {
+            const int i = tid + k * TP_THREADS;
+            if (i < NS * WIN / BCV) {
+                const int n = i / (WIN / BCV), t = (i % (WIN / BCV)) * BCV;
+                float fb[BCV], fc[BCV];
+                tp_load_bc(fb, Bg + n * s_Bn, t0 + t, L, (vec & 2) != 0, n < N);
 #if STORE_OUT
-            s_C[n][SIDX(t)] = ok ? ld_bc(Cg[n * s_Cn + pos]) : 0.f;
+                tp_load_bc(fc, Cg + n * s_Cn, t0 + t, L, (vec & 2) != 0, n < N);
 #endif
+#pragma unroll
+                for (int e = 0; e < BCV; e += 4) {
+                    *reinterpret_cast<float4 *>(&s_B[n][SIDX(t + e)]) = make_float4(fb[e], fb[e + 1], fb[e + 2], fb[e + 3]);
+#if STORE_OUT
+                    *reinterpret_cast<float4 *>(&s_C[n][SIDX(t + e)]) = make_float4(fc[e], fc[e + 1], fc[e + 2], fc[e + 3]);
+#endif
+                }
+            }
         }
         // delta after bias / softplus (0 past the end: the state passes through), delta * u, and delta's running sum.
         float dtu[T], cd[T], y[T], h[NS], sum = 0.f;
@@ -855,14 +889,18 @@ ssm_fwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
                     y[q + e] = fmaf(cc[e], exp2f(A2[k] * cd[q + e]), y[q + e]);
             }
         }
+        // u and z are read again here (cache hits) rather than held in registers through the window.
+        if (HAS_D) {
+            tp_load_row(uv, p_u, tl, L, vec & 1);
 #pragma unroll
-        for (int j = 0; j < T; ++j) {
-            if (HAS_D) y[j] = fmaf(Dd, uv[j], y[j]);
-#if HAS_Z
-            y[j] *= zv[j] * sigmoid_f(zv[j]);
-#endif
+            for (int j = 0; j < T; ++j) y[j] = fmaf(Dd, uv[j], y[j]);
         }
-        if (valid_d) tp_store_row(out + b * s_ob + d * s_od, y, tl, L, vec);
+#if HAS_Z
+        tp_load_row(uv, z + b * s_zb + d * s_zd, tl, L, vec & 1);
+#pragma unroll
+        for (int j = 0; j < T; ++j) y[j] *= uv[j] * sigmoid_f(uv[j]);
+#endif
+        if (valid_d) tp_store_row(out + b * s_ob + d * s_od, y, tl, L, vec & 1);
 #endif
     }
     if (valid_d && lane == 0) {
