@@ -305,8 +305,9 @@ def tp_config(cfg, batch, dim, dstate, sm_count):
     groups = cfg['grid'][0] // cfg['n_dblk']
     n_dblk = -(-(dim // groups) // db)
     cfg = dict(NS=npad, TPC=1, DB=db, T=t, CK=cfg['T'], RG=1, PG=1, n_dblk=n_dblk, grid=(groups * n_dblk, batch, 1))
-    if 'TP_MINB' in _CONFIG_OVERRIDE:
-        cfg['TP_MINB'] = int(_CONFIG_OVERRIDE['TP_MINB'])
+    for key in ('TP_MINB', 'TP_PF'):
+        if key in _CONFIG_OVERRIDE:
+            cfg[key] = int(_CONFIG_OVERRIDE[key])
     return cfg
 
 
@@ -345,8 +346,7 @@ def _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, reverse=False, **extr
                    BWD_MINB=int(_CONFIG_OVERRIDE.get('BWD_MINB', 1)), HAS_D=D is not None,
                    HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
                    IN_KIND=_KINDS[u.dtype], BC_KIND=_KINDS[B4.dtype], REVERSE=bool(reverse), STORE_OUT=1)
-    if 'TP_MINB' in cfg:
-        defines['TP_MINB'] = cfg['TP_MINB']
+    defines.update((k, cfg[k]) for k in ('TP_MINB', 'TP_PF') if k in cfg)
     defines.update(extra)
     return defines
 

@@ -654,36 +654,58 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
 // ``vec`` & 2 does; else element-wise.
 #if defined(SS_ONLY) && SS_ONLY == 2
 #ifndef SS_TP_MINB
-#define SS_TP_MINB 4
+#define SS_TP_MINB 3                 // blocks per SM to fit registers for
+#endif
+#ifndef SS_TP_PF
+#define SS_TP_PF 1                   // 1: load the next window while computing this one; 0: load at its start
 #endif
 #define TP_THREADS (DB * 32)
 #define WIN (32 * T)                 // steps per window
 #define WP (32 * (T + 4))            // shared row pitch of one state's B (or C) over a window
 #define SIDX(t) ((t) + 4 * ((t) / T))  // step t's column: lane l's float4 reads start at (T + 4) l, distinct bank quads
 static_assert(T % 4 == 0 && T >= 8 && CK % T == 0, "TP: steps per lane, checkpoint interval");
-constexpr int VEC = 16 / sizeof(in_t);
+constexpr int VEC = 16 / sizeof(in_t);      // steps per 16-byte vector of delta, u, z, out
+constexpr int BCV = 16 / sizeof(bc_t);      // of B, C
+static_assert(T % VEC == 0 && T % BCV == 0, "TP: vectors stay within a lane's steps");
 
-__device__ __forceinline__ void unpack16(uint4 v, float *f) {       // 16 bytes of in_t as VEC floats
+template <int KIND> __device__ __forceinline__ float half_f(u16 x) { return KIND == 1 ? bf16_f(x) : f16_f(x); }
+
+// 16 bytes of elements of kind KIND (0 fp32, 1 bf16, 2 fp16) as floats.
+template <int KIND> __device__ __forceinline__ void unpack16(uint4 v, float *f) {
     const unsigned w[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-        if constexpr (VEC == 4) {
+        if constexpr (KIND == 0) {
             f[i] = __uint_as_float(w[i]);
         } else {
-            f[2 * i] = ld_in(in_t(w[i] & 0xffffu));
-            f[2 * i + 1] = ld_in(in_t(w[i] >> 16));
+            f[2 * i] = half_f<KIND>(u16(w[i] & 0xffffu));
+            f[2 * i + 1] = half_f<KIND>(u16(w[i] >> 16));
         }
     }
 }
 
-__device__ __forceinline__ uint4 pack16(const float *f) {
+// The 16 bytes of row p at the time steps t, t + 1, ... (16 / sizeof(E) of them), raw, in step order; zero past
+// the end or when !ok.  One vector load when ``vec`` (aligned rows) and the steps are whole and aligned in memory.
+template <typename E> __device__ __forceinline__ uint4 fetch16(const E *p, int t, int L, bool vec, bool ok) {
+    constexpr int V = 16 / sizeof(E);
+    const int lo = REVERSE ? L - t - V : t;          // lowest memory position of the steps
+    if (ok && vec && lo >= 0 && lo + V <= L && lo % V == 0) {
+        const uint4 v = *reinterpret_cast<const uint4 *>(p + lo);
+        if (!REVERSE) return v;
+        if constexpr (V == 4) return make_uint4(v.w, v.z, v.y, v.x);
+        return make_uint4(__byte_perm(v.w, 0, 0x1032), __byte_perm(v.z, 0, 0x1032), __byte_perm(v.y, 0, 0x1032),
+                          __byte_perm(v.x, 0, 0x1032));
+    }
     unsigned w[4];
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-        if constexpr (VEC == 4)
-            w[i] = __float_as_uint(f[i]);
-        else
-            w[i] = unsigned(st_in(f[2 * i])) | (unsigned(st_in(f[2 * i + 1])) << 16);
+        if constexpr (V == 4) {
+            w[i] = (ok && t + i < L) ? __float_as_uint(p[POS(t + i)]) : 0u;
+        } else {
+            const unsigned lo16 = (ok && t + 2 * i < L) ? unsigned(p[POS(t + 2 * i)]) : 0u;
+            const unsigned hi16 = (ok && t + 2 * i + 1 < L) ? unsigned(p[POS(t + 2 * i + 1)]) : 0u;
+            w[i] = lo16 | (hi16 << 16);
+        }
     }
     return make_uint4(w[0], w[1], w[2], w[3]);
 }
@@ -696,21 +718,20 @@ __device__ __forceinline__ int tp_vec_pos(int tl, int L, bool vec) {
 
 // r[j] = row p at time step tl + j (zero past the end).
 __device__ __forceinline__ void tp_load_row(float *r, const in_t *p, int tl, int L, bool vec) {
-    const int lo = tp_vec_pos(tl, L, vec);
-    if (lo >= 0) {
 #pragma unroll
-        for (int k = 0; k < T / VEC; ++k) {
-            float f[VEC];
-            unpack16(*reinterpret_cast<const uint4 *>(p + lo + k * VEC), f);
+    for (int k = 0; k < T / VEC; ++k) unpack16<IN_KIND>(fetch16(p, tl + k * VEC, L, vec, true), r + k * VEC);
+}
+
+__device__ __forceinline__ uint4 pack16(const float *f) {
+    unsigned w[4];
 #pragma unroll
-            for (int e = 0; e < VEC; ++e)
-                r[REVERSE ? T - 1 - (k * VEC + e) : k * VEC + e] = f[e];
-        }
-    } else {
-#pragma unroll
-        for (int j = 0; j < T; ++j)
-            r[j] = tl + j < L ? ld_in(p[POS(tl + j)]) : 0.f;
+    for (int i = 0; i < 4; ++i) {
+        if constexpr (VEC == 4)
+            w[i] = __float_as_uint(f[i]);
+        else
+            w[i] = unsigned(st_in(f[2 * i])) | (unsigned(st_in(f[2 * i + 1])) << 16);
     }
+    return make_uint4(w[0], w[1], w[2], w[3]);
 }
 
 __device__ __forceinline__ void tp_store_row(in_t *p, const float *r, int tl, int L, bool vec) {
@@ -728,32 +749,6 @@ __device__ __forceinline__ void tp_store_row(in_t *p, const float *r, int tl, in
 #pragma unroll
         for (int j = 0; j < T; ++j)
             if (tl + j < L) p[POS(tl + j)] = st_in(r[j]);
-    }
-}
-
-// B (or C) of one state at the BCV time steps from t: f[e] = row p at step t + e (zero past the end or when !ok).
-constexpr int BCV = 16 / sizeof(bc_t);
-static_assert(T % BCV == 0, "TP: a B/C vector stays within a lane's steps");
-__device__ __forceinline__ void tp_load_bc(float *f, const bc_t *p, int t, int L, bool vec, bool ok) {
-    const int lo = REVERSE ? L - t - BCV : t;
-    if (ok && vec && lo >= 0 && lo + BCV <= L && lo % BCV == 0) {
-        const uint4 v = *reinterpret_cast<const uint4 *>(p + lo);
-        const unsigned w[4] = {v.x, v.y, v.z, v.w};
-        float g[BCV];
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            if constexpr (BCV == 4) {
-                g[i] = __uint_as_float(w[i]);
-            } else {
-                g[2 * i] = ld_bc(bc_t(w[i] & 0xffffu));
-                g[2 * i + 1] = ld_bc(bc_t(w[i] >> 16));
-            }
-        }
-#pragma unroll
-        for (int e = 0; e < BCV; ++e) f[e] = g[REVERSE ? BCV - 1 - e : e];
-    } else {
-#pragma unroll
-        for (int e = 0; e < BCV; ++e) f[e] = (ok && t + e < L) ? ld_bc(p[POS(t + e)]) : 0.f;
     }
 }
 
@@ -787,23 +782,43 @@ ssm_fwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
     const in_t *p_u = u + b * s_ub + d * s_ud, *p_dt = dt + b * s_tb + d * s_td;
     const bc_t *Bg = Bm + b * s_Bb + g * s_Bg, *Cg = Cm + b * s_Cb + g * s_Cg;
     const int n_win = (L + WIN - 1) / WIN;
+    // The next window's inputs are loaded into registers (raw) while the current one is computed: this thread's
+    // B/C vectors (state i / (WIN / BCV), steps BCV (i % (WIN / BCV)) of the window for i = tid + k TP_THREADS)
+    // and its lane's delta and u.
+    constexpr int NBV = (NS * WIN / BCV + TP_THREADS - 1) / TP_THREADS;
+    uint4 rB[NBV], rC[NBV], rdt[T / VEC], ru[T / VEC];
+    auto fetch = [&](int t0) {
+#pragma unroll
+        for (int k = 0; k < NBV; ++k) {
+            const int i = tid + k * TP_THREADS, n = i / (WIN / BCV), t = t0 + (i % (WIN / BCV)) * BCV;
+            const bool ok = i < NS * WIN / BCV && n < N;
+            rB[k] = fetch16(Bg + n * s_Bn, t, L, (vec & 2) != 0, ok);
+            if (STORE_OUT) rC[k] = fetch16(Cg + n * s_Cn, t, L, (vec & 2) != 0, ok);
+        }
+#pragma unroll
+        for (int k = 0; k < T / VEC; ++k) {
+            rdt[k] = fetch16(p_dt, t0 + lane * T + k * VEC, L, (vec & 1) != 0, true);
+            ru[k] = fetch16(p_u, t0 + lane * T + k * VEC, L, (vec & 1) != 0, true);
+        }
+    };
+    if (SS_TP_PF) fetch(0);
     for (int wi = 0; wi < n_win; ++wi) {
         const int t0 = wi * WIN, tl = t0 + lane * T;
+        if (!SS_TP_PF) fetch(t0);
         float dtv[T], uv[T];
-        tp_load_row(dtv, p_dt, tl, L, vec & 1);
-        tp_load_row(uv, p_u, tl, L, vec & 1);
-        __syncthreads();                 // the previous window's reads of s_B / s_C are done
-        // B and C of the window, BCV steps of one state per thread and pass (16-byte loads where aligned).
 #pragma unroll
-        for (int k = 0; k < (NS * WIN / BCV + TP_THREADS - 1) / TP_THREADS; ++k) {
-            const int i = tid + k * TP_THREADS;
+        for (int k = 0; k < T / VEC; ++k) {
+            unpack16<IN_KIND>(rdt[k], dtv + k * VEC);
+            unpack16<IN_KIND>(ru[k], uv + k * VEC);
+        }
+        __syncthreads();                 // the previous window's reads of s_B / s_C are done
+#pragma unroll
+        for (int k = 0; k < NBV; ++k) {
+            const int i = tid + k * TP_THREADS, n = i / (WIN / BCV), t = (i % (WIN / BCV)) * BCV;
             if (i < NS * WIN / BCV) {
-                const int n = i / (WIN / BCV), t = (i % (WIN / BCV)) * BCV;
                 float fb[BCV], fc[BCV];
-                tp_load_bc(fb, Bg + n * s_Bn, t0 + t, L, (vec & 2) != 0, n < N);
-#if STORE_OUT
-                tp_load_bc(fc, Cg + n * s_Cn, t0 + t, L, (vec & 2) != 0, n < N);
-#endif
+                unpack16<BC_KIND>(rB[k], fb);
+                if (STORE_OUT) unpack16<BC_KIND>(rC[k], fc);
 #pragma unroll
                 for (int e = 0; e < BCV; e += 4) {
                     *reinterpret_cast<float4 *>(&s_B[n][SIDX(t + e)]) = make_float4(fb[e], fb[e + 1], fb[e + 2], fb[e + 3]);
@@ -813,6 +828,7 @@ ssm_fwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
                 }
             }
         }
+        if (SS_TP_PF && wi + 1 < n_win) fetch(t0 + WIN);
         // delta after bias / softplus (0 past the end: the state passes through), delta * u, and delta's running sum.
         float dtu[T], cd[T], y[T], h[NS], sum = 0.f;
 #pragma unroll
