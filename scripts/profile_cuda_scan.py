@@ -5,7 +5,8 @@ Usage on a CUDA machine (the numbers in docs/benchmarks.md came from this):
     MAMBA_SR_NVRTC_LINEINFO=1 ncu --kernel-name regex:ssm_ --launch-skip 2 --launch-count 2 \\
         --section SpeedOfLight --section InstructionStats --section WarpStateStats \\
         python scripts/profile_cuda_scan.py MMA-B
-(``--no-grad``: the forward without autograd, as at inference; ``--dtype bf16``: bf16 inputs.)
+(``--no-grad``: the forward without autograd, as at inference; ``--dtype bf16``: bf16 inputs; ``--override TP=0``:
+another launch configuration.)
 MAMBA_SR_NVRTC_LINEINFO=1 adds source lines to the kernels, for ncu's source view.
 """
 import argparse
@@ -30,7 +31,10 @@ def main():
     ap.add_argument('--dtype', choices=['fp32', 'bf16'], default='fp32', help='dtype of u, delta, B, C, z')
     ap.add_argument('--torch-profile', action='store_true',
                     help="print torch.profiler's table of the last iteration (every kernel and copy, not only the scan)")
+    ap.add_argument('--override', default='', metavar='KEY=INT[,KEY=INT]',
+                    help='cuda_scan._CONFIG_OVERRIDE entries for the run, e.g. TP=0 or TP_PF=0')
     args = ap.parse_args()
+    cuda_scan._CONFIG_OVERRIDE.update({k: int(v) for k, v in (kv.split('=') for kv in args.override.split(',') if kv)})
     dtype = {'fp32': torch.float32, 'bf16': torch.bfloat16}[args.dtype]
     for name in args.shapes:
         b, d, L, N, grouped, has_z = SHAPES[name]
