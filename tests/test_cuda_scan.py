@@ -116,6 +116,8 @@ def test_kernels_compile_with_nvrtc(shape, z, kind, softplus):
             if grad:
                 builds.append(('ssm_fwd_tp', cs._defines(tp, u, B4, D, zz, bias, softplus, STORE_CKPT=1,
                                                          STORE_OUT=0)))
+                builds += [('ssm_bwd_tp', cs._defines(tp, u, B4, D, zz, bias, softplus, rev, STORE_CKPT=0))
+                           for rev in (False, True)]
         for name, defines in builds:
             cubin = cs._nvrtc_cubin(source, cs.compile_options(name, defines, 'sm_90'))
             assert cubin[:4] == b'\x7fELF' and name.encode() in cubin
@@ -233,8 +235,8 @@ def test_launchers_pass_the_kernels_parameters(monkeypatch, batch, seqlen, segme
             assert [_ctype_kind(a) for a in args] == _kernel_params(rec.name)
             assert grid[2] == segments
             n_launches[rec.name] = n_launches.get(rec.name, 0) + 1
-    fwd = 'ssm_fwd_tp' if tp else 'ssm_fwd'
-    assert n_launches == ({fwd: 1, 'ssm_bwd': 1} if segments == 1 else {fwd: 2, 'ssm_bwd': 2})
+    fwd, bwd = ('ssm_fwd_tp', 'ssm_bwd_tp') if tp else ('ssm_fwd', 'ssm_bwd')
+    assert n_launches == ({fwd: 1, bwd: 1} if segments == 1 else {fwd: 2, bwd: 2})
 
 
 @pytest.mark.gpu
@@ -321,12 +323,11 @@ def _tp_inputs(batch, dim, seqlen, dstate, dtype, with_z, misaligned, seed):
     (2, 12, 1, 8, torch.float32, True, 0), (3, 16, 1000, 8, torch.float32, False, 0),
     (2, 8, 4099, 5, torch.float32, True, 1), (2, 16, 2048, 8, torch.bfloat16, True, 0),
     (1, 4, 257, 1, torch.float32, False, 0), (2, 6, 777, 4, torch.bfloat16, False, 1)])
-def test_time_parallel_forward_matches_the_reference_on_gpu(batch, dim, seqlen, dstate, dtype, with_z,
+def test_time_parallel_kernels_match_the_reference_on_gpu(batch, dim, seqlen, dstate, dtype, with_z,
                                                             misaligned):
-    """The time-parallel forward (forced): outputs, last state and, through the backward that starts from its
-    checkpoints, every gradient against the float64 reference; the checkpoints equal the lane kernel's; reversed
-    equals flipped; the checkpoints-only build stores the same checkpoints.  Unaligned rows take the element-wise
-    path."""
+    """The time-parallel kernels (forced): outputs, last state and every gradient against the float64 reference;
+    the checkpoints equal the lane kernel's; reversed equals flipped (forward and backward); the checkpoints-only
+    build stores the same checkpoints.  Unaligned rows take the element-wise path."""
     from mamba_sr_archs.ops import selective_scan_ref
     ins = _tp_inputs(batch, dim, seqlen, dstate, dtype, with_z, misaligned, seed=2)
     ours = [t.detach().clone().requires_grad_() if t is not None else None for t in ins]
@@ -340,9 +341,12 @@ def test_time_parallel_forward_matches_the_reference_on_gpu(batch, dim, seqlen, 
         args = [t.detach() if t is not None else None for t in ins]
         out_tp, last_tp, ckpt_tp = cs._fwd(*args, True, True)
         none, _, ckpt_only = cs._fwd(*args, True, True, store_out=False)
-        out_r, last_r, _ = cs._fwd(*args, True, True, reverse=True)
+        out_r, last_r, ckpt_r = cs._fwd(*args, True, True, reverse=True)
+        dout = torch.randn_like(out_r)
+        grads_r = cs._bwd(dout, *args, True, ckpt_r, reverse=True)
         flip = [t.flip(-1) if t is not None and i in (0, 1, 3, 4, 6) else t for i, t in enumerate(args)]
-        out_f, last_f, _ = cs._fwd(*flip, True, True)
+        out_f, last_f, ckpt_f = cs._fwd(*flip, True, True)
+        grads_f = cs._bwd(dout.flip(-1), *flip, True, ckpt_f)
         cs._CONFIG_OVERRIDE['TP'] = 0
         out_lane, _, ckpt_lane = cs._fwd(*args, True, True)
     finally:
@@ -360,6 +364,9 @@ def test_time_parallel_forward_matches_the_reference_on_gpu(batch, dim, seqlen, 
     assert none is None and torch.equal(ckpt_only, ckpt_tp)
     assert rel(ckpt_tp, ckpt_lane) < 1e-5 and rel(out_tp, out_lane) < (1e-5 if dtype == torch.float32 else 1e-2)
     assert rel(out_r, out_f.flip(-1)) < 1e-5 and rel(last_r, last_f) < 1e-5
+    for name, gr, gf in zip(['du', 'ddelta', 'dA', 'dB', 'dC', 'dD', 'dz', 'dbias'], grads_r, grads_f):
+        if gr is not None:
+            assert rel(gr, gf.flip(-1) if gr.dim() >= 3 else gf) < 1e-5, name
 
 
 def test_automatic_choice_falls_back_when_the_kernels_cannot_be_built(monkeypatch):

@@ -132,12 +132,12 @@ class _Kernel:
                                       ctypes.c_void_p(stream), ptrs, None), 'cuLaunchKernel (selective scan)')
 
 
-_KERNEL_NAMES = ('ssm_fwd', 'ssm_bwd', 'ssm_fwd_tp')       # index: the SS_ONLY value that builds it alone
+_KERNEL_NAMES = ('ssm_fwd', 'ssm_bwd', 'ssm_fwd_tp', 'ssm_bwd_tp')    # index: the SS_ONLY value that builds it
 
 
 def _block_threads(name, defines):
-    """Threads per block: DB channels of TPC lanes; the time-parallel forward gives each channel a warp."""
-    return defines['DB'] * (32 if name == 'ssm_fwd_tp' else defines['TPC'])
+    """Threads per block: DB channels of TPC lanes; the time-parallel kernels give each channel a warp."""
+    return defines['DB'] * (32 if name.endswith('_tp') else defines['TPC'])
 
 
 def compile_options(name, defines, arch):
@@ -281,23 +281,28 @@ def _segments(cfg, batch, groups, seqlen, sm_count, grad):
     return max(1, min(-(-want // warps), n_chunks // 4, int(_CONFIG_OVERRIDE.get('SEG_MAX', most))))
 
 
-# The time-parallel forward (ssm_fwd_tp) runs calls with N <= 8 whose (batch, channel) pairs give at least this many
-# warps per multiprocessor (a warp per channel; fewer leave it latency-bound: then the segment split above).
+# The time-parallel kernels (ssm_fwd_tp / ssm_bwd_tp) run calls with N <= 8 whose (batch, channel) pairs give at
+# least this many warps per multiprocessor (a warp per channel; fewer leave it latency-bound: then the lane kernels
+# with the segment split above).
 _TP_MIN_WARPS = 4
 
 
 def tp_config(cfg, batch, dim, dstate, sm_count):
-    """Launch configuration of the time-parallel forward for this call, or None when the lane kernel runs.
+    """Launch configuration of the time-parallel kernels (ssm_fwd_tp, ssm_bwd_tp) for this call, or None when the
+    lane kernels run.
 
     Used for N <= 8 (NS = N rounded up to a power of two: all states in a thread) and batch x channels of at least
     ``_TP_MIN_WARPS`` warps per multiprocessor.  A lane takes T = 8 steps (16 spilled registers at N = 8); every
-    CK / T-th lane's start state is a checkpoint (CK = the backward's chunk, cfg['T']).  ``_CONFIG_OVERRIDE``:
-    ``TP`` 1 forces it (where N allows), 0 turns it off; ``TP_DB`` channels (warps) per block (4), ``TP_T``.
+    CK / T-th lane's start state is a checkpoint (CK = cfg['T'], the checkpoint interval: T or 2 T; the backward
+    derives the other lanes' start states from them).  The checkpoints are the same as the lane kernels', so either
+    backward can follow either forward.  ``_CONFIG_OVERRIDE``:
+    ``TP`` 1 forces it (where N allows), 0 turns it off; ``TP_DB`` channels (warps) per block (4), ``TP_T``,
+    ``TP_MINB`` (blocks per SM to fit registers for), ``TP_PF`` (prefetch the next window, forward).
     """
     force = _CONFIG_OVERRIDE.get('TP')
     npad = _next_pow2(dstate)
     t = int(_CONFIG_OVERRIDE.get('TP_T', 8))
-    if force == 0 or npad > 8 or cfg['T'] % t:
+    if force == 0 or npad > 8 or cfg['T'] not in (t, 2 * t):     # the backward starts lanes from checkpoints
         return None
     if force is None and batch * dim < _TP_MIN_WARPS * sm_count:
         return None
@@ -446,18 +451,28 @@ def _bwd(dout, u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, ckpt, reve
     bias32 = delta_bias.float() if delta_bias is not None else None
     delta_in = delta.to(u.dtype)
     z_in = z.to(u.dtype) if z is not None else None
-    atomic = cfg['n_dblk'] > 1
+    tp = tp_config(cfg, batch, dim, dstate, sm)
+    # Several blocks add into the same dB/dC values (atomics) unless one block holds a group's channels.
+    atomic = (tp or cfg)['n_dblk'] > 1
     # The kernel writes du, ddelta and dz in u's dtype; converted below when delta / z have another.
     g = grad_buffers(u, delta_in, z_in, D, delta_bias, groups, dstate, atomic, _empty)
     du, ddelta, dB, dC, dA, dD, dz, dbias = (g[k] for k in ('du', 'ddelta', 'dB', 'dC', 'dA', 'dD', 'dz', 'dbias'))
-    kern = _kernel('ssm_bwd', _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, reverse, STORE_CKPT=0), dev)
     args = [_ptr(u), _ptr(delta_in), _ptr(A32), _ptr(B4), _ptr(C4), _ptr(D32), _ptr(z_in), _ptr(bias32), _ptr(dout),
             _ptr(ckpt),
             _ptr(du), _ptr(ddelta), _ptr(dA), _ptr(dB), _ptr(dC), _ptr(dD), _ptr(dz), _ptr(dbias)]
+    strides = _strides((u, (0, 1)), (delta_in, (0, 1)), (A32, (0, 1)), (B4, (0, 1, 2)), (C4, (0, 1, 2)),
+                       (z_in, (0, 1)), (dout, (0, 1)))
+    if tp is not None:
+        kern = _kernel('ssm_bwd_tp', _defines(tp, u, B4, D, z, delta_bias, delta_softplus, reverse, STORE_CKPT=0),
+                       dev)
+        vec = _rows_vectorizable(u, delta_in, z_in, dout, du, ddelta, dz) | 2 * _rows_vectorizable(B4, C4)
+        kern.launch(tp['grid'], args + [ctypes.c_int(v) for v in (dim, seqlen, dstate, dim // groups, tp['n_dblk'],
+                                                                   n_chunks, groups, vec)] + strides, dev)
+        return _bwd_cast(delta, z, u, (du, ddelta, dA, dB, dC, dD, dz, dbias))
+    kern = _kernel('ssm_bwd', _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, reverse, STORE_CKPT=0), dev)
     args += [ctypes.c_int(v) for v in (dim, seqlen, dstate, dim // groups, cfg['n_dblk'], n_chunks, groups,
                                        int(atomic))]
-    args += _strides((u, (0, 1)), (delta_in, (0, 1)), (A32, (0, 1)), (B4, (0, 1, 2)), (C4, (0, 1, 2)),
-                     (z_in, (0, 1)), (dout, (0, 1)))
+    args += strides
     n_seg = _segments(cfg, batch, groups, seqlen, sm, grad=True)
     if n_seg == 1:
         kern.launch(cfg['grid'], args + [_ptr(None), _ptr(None), ctypes.c_int(n_chunks * cfg['T']),
@@ -469,6 +484,12 @@ def _bwd(dout, u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, ckpt, reve
         extra = [_ptr(seg_carry), _ptr(seg_decay), ctypes.c_int(seg_len)]
         kern.launch(grid, args + extra + [ctypes.c_int(1)], dev)
         kern.launch(grid, args + extra + [ctypes.c_int(2)], dev)
+    return _bwd_cast(delta, z, u, (du, ddelta, dA, dB, dC, dD, dz, dbias))
+
+
+def _bwd_cast(delta, z, u, grads):
+    """The kernels write ddelta and dz in u's dtype: back to delta's / z's where those differ."""
+    du, ddelta, dA, dB, dC, dD, dz, dbias = grads
     if delta.dtype != u.dtype:
         ddelta = ddelta.to(delta.dtype)
     if z is not None and z.dtype != u.dtype:

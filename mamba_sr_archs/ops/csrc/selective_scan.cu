@@ -652,12 +652,12 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
 // (batch, B/C group); they share the window's B and C, staged in shared memory once.  Rows of delta, u, z and the
 // outputs move as 16-byte vectors when ``vec`` & 1 says their rows are aligned (the launcher checks), B and C when
 // ``vec`` & 2 does; else element-wise.
-#if defined(SS_ONLY) && SS_ONLY == 2
+#if defined(SS_ONLY) && SS_ONLY >= 2
 #ifndef SS_TP_MINB
 #define SS_TP_MINB 3                 // blocks per SM to fit registers for
 #endif
 #ifndef SS_TP_PF
-#define SS_TP_PF 1                   // 1: load the next window while computing this one; 0: load at its start
+#define SS_TP_PF 0                   // 1: load the next window while computing this one (spills); 0: at its start
 #endif
 #define TP_THREADS (DB * 32)
 #define WIN (32 * T)                 // steps per window
@@ -752,6 +752,42 @@ __device__ __forceinline__ void tp_store_row(in_t *p, const float *r, int tl, in
     }
 }
 
+// B and C of a window into shared memory (zero past the end and for states past N), one 16-byte vector of one
+// state per thread and pass: the thread's vectors are state i / (WIN / BCV), steps BCV (i % (WIN / BCV)) of the
+// window for i = tid + k TP_THREADS.
+constexpr int NBV = (NS * WIN / BCV + TP_THREADS - 1) / TP_THREADS;
+__device__ __forceinline__ void tp_fetch_bc(uint4 *rB, uint4 *rC, const bc_t *Bg, const bc_t *Cg, long long s_Bn,
+                                            long long s_Cn, int t0, int L, int N, bool vec, bool want_c, int tid) {
+#pragma unroll
+    for (int k = 0; k < NBV; ++k) {
+        const int i = tid + k * TP_THREADS, n = i / (WIN / BCV), t = t0 + (i % (WIN / BCV)) * BCV;
+        const bool ok = i < NS * WIN / BCV && n < N;
+        rB[k] = fetch16(Bg + n * s_Bn, t, L, vec, ok);
+        if (want_c) rC[k] = fetch16(Cg + n * s_Cn, t, L, vec, ok);
+    }
+}
+
+__device__ __forceinline__ void tp_stage_bc(float (*s_B)[WP], float (*s_C)[WP], const uint4 *rB, const uint4 *rC,
+                                            bool want_c, int tid) {
+#pragma unroll
+    for (int k = 0; k < NBV; ++k) {
+        const int i = tid + k * TP_THREADS, n = i / (WIN / BCV), t = (i % (WIN / BCV)) * BCV;
+        if (i < NS * WIN / BCV) {
+            float fb[BCV], fc[BCV];
+            unpack16<BC_KIND>(rB[k], fb);
+            if (want_c) unpack16<BC_KIND>(rC[k], fc);
+#pragma unroll
+            for (int e = 0; e < BCV; e += 4) {
+                *reinterpret_cast<float4 *>(&s_B[n][SIDX(t + e)]) = make_float4(fb[e], fb[e + 1], fb[e + 2], fb[e + 3]);
+                if (want_c)
+                    *reinterpret_cast<float4 *>(&s_C[n][SIDX(t + e)]) = make_float4(fc[e], fc[e + 1], fc[e + 2], fc[e + 3]);
+            }
+        }
+    }
+}
+#endif
+
+#if defined(SS_ONLY) && SS_ONLY == 2
 extern "C" __global__ void __launch_bounds__(TP_THREADS, SS_TP_MINB)
 ssm_fwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__restrict__ A,
            const bc_t *__restrict__ Bm, const bc_t *__restrict__ Cm, const float *__restrict__ Dv,
@@ -763,9 +799,7 @@ ssm_fwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
            long long s_zb, long long s_zd, long long s_ob, long long s_od) {
     // blockIdx: x = group * n_dblk + channel block, y = batch.
     __shared__ __align__(16) float s_B[NS][WP];
-#if STORE_OUT
-    __shared__ __align__(16) float s_C[NS][WP];
-#endif
+    __shared__ __align__(16) float s_C[STORE_OUT ? NS : 1][WP];
     const int tid = threadIdx.x, lane = tid & 31;
     const int blk = blockIdx.x, g = blk / n_dblk, c = (blk % n_dblk) * DB + tid / 32;
     const long long b = blockIdx.y;
@@ -782,19 +816,11 @@ ssm_fwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
     const in_t *p_u = u + b * s_ub + d * s_ud, *p_dt = dt + b * s_tb + d * s_td;
     const bc_t *Bg = Bm + b * s_Bb + g * s_Bg, *Cg = Cm + b * s_Cb + g * s_Cg;
     const int n_win = (L + WIN - 1) / WIN;
-    // The next window's inputs are loaded into registers (raw) while the current one is computed: this thread's
-    // B/C vectors (state i / (WIN / BCV), steps BCV (i % (WIN / BCV)) of the window for i = tid + k TP_THREADS)
-    // and its lane's delta and u.
-    constexpr int NBV = (NS * WIN / BCV + TP_THREADS - 1) / TP_THREADS;
+    // The inputs of a window are loaded into registers raw (with TP_PF, the next window's while the current one is
+    // computed): this thread's B/C vectors, its lane's delta and u.
     uint4 rB[NBV], rC[NBV], rdt[T / VEC], ru[T / VEC];
     auto fetch = [&](int t0) {
-#pragma unroll
-        for (int k = 0; k < NBV; ++k) {
-            const int i = tid + k * TP_THREADS, n = i / (WIN / BCV), t = t0 + (i % (WIN / BCV)) * BCV;
-            const bool ok = i < NS * WIN / BCV && n < N;
-            rB[k] = fetch16(Bg + n * s_Bn, t, L, (vec & 2) != 0, ok);
-            if (STORE_OUT) rC[k] = fetch16(Cg + n * s_Cn, t, L, (vec & 2) != 0, ok);
-        }
+        tp_fetch_bc(rB, rC, Bg, Cg, s_Bn, s_Cn, t0, L, N, (vec & 2) != 0, STORE_OUT, tid);
 #pragma unroll
         for (int k = 0; k < T / VEC; ++k) {
             rdt[k] = fetch16(p_dt, t0 + lane * T + k * VEC, L, (vec & 1) != 0, true);
@@ -812,22 +838,7 @@ ssm_fwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
             unpack16<IN_KIND>(ru[k], uv + k * VEC);
         }
         __syncthreads();                 // the previous window's reads of s_B / s_C are done
-#pragma unroll
-        for (int k = 0; k < NBV; ++k) {
-            const int i = tid + k * TP_THREADS, n = i / (WIN / BCV), t = (i % (WIN / BCV)) * BCV;
-            if (i < NS * WIN / BCV) {
-                float fb[BCV], fc[BCV];
-                unpack16<BC_KIND>(rB[k], fb);
-                if (STORE_OUT) unpack16<BC_KIND>(rC[k], fc);
-#pragma unroll
-                for (int e = 0; e < BCV; e += 4) {
-                    *reinterpret_cast<float4 *>(&s_B[n][SIDX(t + e)]) = make_float4(fb[e], fb[e + 1], fb[e + 2], fb[e + 3]);
-#if STORE_OUT
-                    *reinterpret_cast<float4 *>(&s_C[n][SIDX(t + e)]) = make_float4(fc[e], fc[e + 1], fc[e + 2], fc[e + 3]);
-#endif
-                }
-            }
-        }
+        tp_stage_bc(s_B, STORE_OUT ? s_C : s_B, rB, rC, STORE_OUT, tid);
         if (SS_TP_PF && wi + 1 < n_win) fetch(t0 + WIN);
         // delta after bias / softplus (0 past the end: the state passes through), delta * u, and delta's running sum.
         float dtu[T], cd[T], y[T], h[NS], sum = 0.f;
@@ -923,6 +934,251 @@ ssm_fwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
 #pragma unroll
         for (int k = 0; k < NS; ++k)
             if (k < N) last[(b * dim + d) * N + k] = carry[k];
+    }
+}
+#endif
+
+// Time-parallel backward, the same split as ssm_fwd_tp (a warp per channel, lane l owns T steps of a window of
+// 32 T), walking the windows from the end.  Per window:
+//   1. each lane's start state: the checkpoint of its chunk (CK = T), or with CK = 2 T for odd lanes the even
+//      lane's end state from it (the even lane's steps from a zero state, shifted over by one lane);
+//   2. the lane's true states h_j from there (kept in registers), and with z the outputs and so dz, dy;
+//   3. the reverse recurrence G_j = C_j dy_j + a_{j+1} G_{j+1} of dh: from a zero dh each lane's (decay, dh it
+//      passes on), scanned over the lanes from the last (lane 31 gets the carry from the window after), gives the dh
+//      entering each lane; then the lane walks its steps back from it:
+//        w = G a_j h_{j-1} = G (h_j - dt B u),  dA += w dt,  du = dt sum_n G B + D dy,
+//        ddelta = (u sum_n G B + sum_n w A) softplus',  dB_j = sum_d G dt u,  dC_j = sum_d h dy;
+//      dB and dC are summed over the block's channels in shared memory, RP steps at a time, and added to memory
+//      (atomics: the other blocks of the group add to the same values).
+#if defined(SS_ONLY) && SS_ONLY == 3
+#define RP 2                             // steps per dB/dC reduction round
+// exp2 that the compiler may not merge with the same exp2 in another phase: kept from phase 2 to phase 3, the
+// T x NS decays would spill registers; recomputing them is cheaper.
+__device__ __forceinline__ float ex2_again(float x) {
+    float y;
+    asm volatile("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+static_assert(T % RP == 0 && (CK == T || CK == 2 * T), "TP backward: checkpoints every T or 2 T steps");
+extern "C" __global__ void __launch_bounds__(TP_THREADS, SS_TP_MINB)
+ssm_bwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__restrict__ A,
+           const bc_t *__restrict__ Bm, const bc_t *__restrict__ Cm, const float *__restrict__ Dv,
+           const in_t *__restrict__ z, const float *__restrict__ bias, const in_t *__restrict__ dout,
+           const float *__restrict__ ckpt,
+           in_t *__restrict__ du, in_t *__restrict__ ddt, float *__restrict__ dA, float *__restrict__ dB,
+           float *__restrict__ dC, float *__restrict__ dD, in_t *__restrict__ dz, float *__restrict__ dbias,
+           int dim, int L, int N, int dpg, int n_dblk, int n_ckpt, int G, int vec,
+           long long s_ub, long long s_ud, long long s_tb, long long s_td, long long s_Ad, long long s_An,
+           long long s_Bb, long long s_Bg, long long s_Bn, long long s_Cb, long long s_Cg, long long s_Cn,
+           long long s_zb, long long s_zd, long long s_gb, long long s_gd) {
+    __shared__ __align__(16) float s_B[NS][WP];
+    __shared__ __align__(16) float s_C[NS][WP];
+    __shared__ __align__(16) float s_red[2][NS][DB][32 * RP];   // (dB | dC, state, warp, lane-step) partials
+    const int tid = threadIdx.x, lane = tid & 31, wp = tid / 32;
+    const int blk = blockIdx.x, g = blk / n_dblk, c = (blk % n_dblk) * DB + wp;
+    const long long b = blockIdx.y;
+    const bool valid_d = c < dpg;
+    const int d = g * dpg + min(c, dpg - 1);
+    float A2[NS], carry[NS], dA_acc[NS];
+#pragma unroll
+    for (int k = 0; k < NS; ++k) {
+        A2[k] = (valid_d && k < N) ? A[d * s_Ad + k * s_An] * LOG2E : 0.f;
+        carry[k] = 0.f;
+        dA_acc[k] = 0.f;
+    }
+    const float Dd = HAS_D ? Dv[d] : 0.f;
+    const float bias_d = HAS_BIAS ? bias[d] : 0.f;
+    float dD_acc = 0.f, dbias_acc = 0.f;
+    const in_t *p_u = u + b * s_ub + d * s_ud, *p_dt = dt + b * s_tb + d * s_td, *p_g = dout + b * s_gb + d * s_gd;
+    const bc_t *Bg = Bm + b * s_Bb + g * s_Bg, *Cg = Cm + b * s_Cb + g * s_Cg;
+    const long long row = (b * dim + d) * (long long)L;          // du, ddelta, dz: (b, d, L) contiguous
+    float *dBg = dB + (b * G + g) * (long long)N * L, *dCg = dC + (b * G + g) * (long long)N * L;
+    const bool vrow = (vec & 1) != 0;
+    const int n_win = (L + WIN - 1) / WIN;
+    const int col = (T + 4) * lane;          // SIDX(lane * T)
+    for (int wi = n_win - 1; wi >= 0; --wi) {
+        const int t0 = wi * WIN, tl = t0 + lane * T;
+        uint4 rB[NBV], rC[NBV];
+        tp_fetch_bc(rB, rC, Bg, Cg, s_Bn, s_Cn, t0, L, N, (vec & 2) != 0, true, tid);
+        float dtv[T], uv[T], dyv[T], sg[T];
+        tp_load_row(dtv, p_dt, tl, L, vrow);
+        tp_load_row(uv, p_u, tl, L, vrow);
+        tp_load_row(dyv, p_g, tl, L, vrow);
+        float hc[NS];                            // the checkpoint of the lane's chunk
+#pragma unroll
+        for (int k = 0; k < NS; ++k)
+            hc[k] = (valid_d && tl < L && k < N) ? ckpt[((b * dim + d) * (long long)n_ckpt + tl / CK) * N + k] : 0.f;
+        __syncthreads();                         // the previous window's reads of s_B, s_C are done
+        tp_stage_bc(s_B, s_C, rB, rC, true, tid);
+        float dtu[T], sum = 0.f;
+#pragma unroll
+        for (int j = 0; j < T; ++j) {
+            float v = dtv[j];
+            if (HAS_BIAS) v += bias_d;
+            sg[j] = SOFTPLUS ? sigmoid_f(v) : 1.f;
+            if (SOFTPLUS) v = softplus_f(v);
+            v = (valid_d && tl + j < L) ? v : 0.f;
+            dtv[j] = v;
+            dtu[j] = v * uv[j];
+            sum += v;
+        }
+        __syncthreads();
+        // 1. Start states.
+        float h[NS];
+#pragma unroll
+        for (int k = 0; k < NS; ++k) h[k] = hc[k];
+        if (CK == 2 * T) {
+            float hz[NS];
+#pragma unroll
+            for (int k = 0; k < NS; ++k) hz[k] = 0.f;
+#pragma unroll
+            for (int q = 0; q < T; q += 4) {
+#pragma unroll
+                for (int k = 0; k < NS; ++k) {
+                    const float4 bq = *reinterpret_cast<const float4 *>(&s_B[k][col + q]);
+                    const float bb[4] = {bq.x, bq.y, bq.z, bq.w};
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) hz[k] = fmaf(ex2_again(dtv[q + e] * A2[k]), hz[k], dtu[q + e] * bb[e]);
+                }
+            }
+            const float sum_prev = __shfl_up_sync(0xffffffffu, sum, 1);
+#pragma unroll
+            for (int k = 0; k < NS; ++k) {
+                const float hz_prev = __shfl_up_sync(0xffffffffu, hz[k], 1);
+                if (lane & 1) h[k] = fmaf(exp2f(A2[k] * sum_prev), hc[k], hz_prev);
+            }
+        }
+        // 2. True states of the lane's steps (and y, with z).
+        float hist[T][NS];
+#if HAS_Z
+        float y[T];
+#pragma unroll
+        for (int j = 0; j < T; ++j) y[j] = 0.f;
+#endif
+#pragma unroll
+        for (int q = 0; q < T; q += 4) {
+#pragma unroll
+            for (int k = 0; k < NS; ++k) {
+                const float4 bq = *reinterpret_cast<const float4 *>(&s_B[k][col + q]);
+                const float bb[4] = {bq.x, bq.y, bq.z, bq.w};
+#if HAS_Z
+                const float4 cq = *reinterpret_cast<const float4 *>(&s_C[k][col + q]);
+                const float cc[4] = {cq.x, cq.y, cq.z, cq.w};
+#endif
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    h[k] = fmaf(exp2f(dtv[q + e] * A2[k]), h[k], dtu[q + e] * bb[e]);
+                    hist[q + e][k] = h[k];
+#if HAS_Z
+                    y[q + e] = fmaf(cc[e], h[k], y[q + e]);
+#endif
+                }
+            }
+        }
+        // dy (through the z gate), dz, dD.
+#if HAS_Z
+        {
+            float zv[T];
+            tp_load_row(zv, z + b * s_zb + d * s_zd, tl, L, vrow);
+#pragma unroll
+            for (int j = 0; j < T; ++j) {
+                const float zz = zv[j], sz = sigmoid_f(zz), gv = dyv[j];
+                const float yv = HAS_D ? fmaf(Dd, uv[j], y[j]) : y[j];
+                zv[j] = gv * yv * sz * (1.f + zz * (1.f - sz));        // dz
+                dyv[j] = gv * zz * sz;
+            }
+            if (valid_d) tp_store_row(dz + row, zv, tl, L, vrow);
+        }
+#endif
+        if (HAS_D) {
+#pragma unroll
+            for (int j = 0; j < T; ++j) dD_acc = fmaf(dyv[j], uv[j], dD_acc);      // zero past the end (dy = 0)
+        }
+        // 3. dh: each lane's (total decay, dh passed to the lane before) from a zero dh, ...
+        float E[NS];
+#pragma unroll
+        for (int k = 0; k < NS; ++k) {
+            float Gz = 0.f;
+#pragma unroll
+            for (int q = T - 4; q >= 0; q -= 4) {
+                const float4 cq = *reinterpret_cast<const float4 *>(&s_C[k][col + q]);
+                const float cc[4] = {cq.x, cq.y, cq.z, cq.w};
+#pragma unroll
+                for (int e = 3; e >= 0; --e) Gz = fmaf(cc[e], dyv[q + e], Gz) * ex2_again(dtv[q + e] * A2[k]);
+            }
+            // ... scanned over the lanes from the last: lane l's dh out is P_l (dh in) + H_l, dh in = lane l+1's out.
+            float P = exp2f(A2[k] * sum), H = Gz;
+#pragma unroll
+            for (int off = 1; off < 32; off *= 2) {
+                const float Pn = __shfl_down_sync(0xffffffffu, P, off), Hn = __shfl_down_sync(0xffffffffu, H, off);
+                if (lane + off < 32) {
+                    H = fmaf(P, Hn, H);
+                    P *= Pn;
+                }
+            }
+            const float out = fmaf(P, carry[k], H);
+            const float next = __shfl_down_sync(0xffffffffu, out, 1);
+            E[k] = lane == 31 ? carry[k] : next;
+            carry[k] = __shfl_sync(0xffffffffu, out, 0);
+        }
+        // ... then the lane's steps back from the dh entering it, with the gradients (du, ddelta of step j replace
+        // its delta u and softplus' in dtu[j], sg[j], which are not needed after it).
+        float *dus = dtu, *dds = sg;
+#pragma unroll
+        for (int r0 = T - RP; r0 >= 0; r0 -= RP) {
+#pragma unroll
+            for (int jj = RP - 1; jj >= 0; --jj) {
+                const int j = r0 + jj;
+                float q = 0.f, r = 0.f;
+#pragma unroll
+                for (int k = 0; k < NS; ++k) {
+                    const float Bv = s_B[k][col + j], Cv = s_C[k][col + j];
+                    E[k] = fmaf(Cv, dyv[j], E[k]);
+                    const float hv = hist[j][k];
+                    const float w = E[k] * fmaf(-dtu[j], Bv, hv);
+                    dA_acc[k] = fmaf(w, dtv[j], dA_acc[k]);
+                    q = fmaf(E[k], Bv, q);
+                    r = fmaf(w, A2[k], r);
+                    s_red[0][k][wp][lane * RP + jj] = E[k] * dtu[j];
+                    s_red[1][k][wp][lane * RP + jj] = hv * dyv[j];
+                    E[k] *= ex2_again(dtv[j] * A2[k]);
+                }
+                dus[j] = fmaf(Dd, HAS_D ? dyv[j] : 0.f, dtv[j] * q);
+                dds[j] = fmaf(uv[j], q, r * 0.6931471805599453f) * sg[j];     // sg[j] read before overwritten
+                if (tl + j < L) dbias_acc += dds[j];
+            }
+            __syncthreads();
+            // dB, dC of these RP steps of every lane: summed over the block's channels, added to memory.
+#pragma unroll
+            for (int i = tid; i < 2 * NS * 32 * RP; i += TP_THREADS) {
+                const int which = i / (NS * 32 * RP), k = (i / (32 * RP)) % NS, ls = i % (32 * RP);
+                const int t = t0 + (ls / RP) * T + r0 + ls % RP;
+                float v = 0.f;
+#pragma unroll
+                for (int w2 = 0; w2 < DB; ++w2) v += s_red[which][k][w2][ls];
+                if (k < N && t < L) atomicAdd((which ? dCg : dBg) + (long long)k * L + POS(t), v);
+            }
+            __syncthreads();
+        }
+        if (valid_d) {
+            tp_store_row(du + row, dus, tl, L, vrow);
+            tp_store_row(ddt + row, dds, tl, L, vrow);
+        }
+    }
+    // dA, dD, dbias: sums over the lanes (and, through atomics, over the batch).
+#pragma unroll
+    for (int m = 16; m >= 1; m /= 2) {
+#pragma unroll
+        for (int k = 0; k < NS; ++k) dA_acc[k] += __shfl_xor_sync(0xffffffffu, dA_acc[k], m);
+        dD_acc += __shfl_xor_sync(0xffffffffu, dD_acc, m);
+        dbias_acc += __shfl_xor_sync(0xffffffffu, dbias_acc, m);
+    }
+    if (valid_d && lane == 0) {
+#pragma unroll
+        for (int k = 0; k < NS; ++k)
+            if (k < N) atomicAdd(dA + d * N + k, dA_acc[k]);
+        if (HAS_D) atomicAdd(dD + d, dD_acc);
+        if (HAS_BIAS) atomicAdd(dbias + d, dbias_acc);
     }
 }
 #endif
