@@ -31,6 +31,8 @@ def main():
     ap.add_argument('--dtype', choices=['fp32', 'bf16'], default='fp32', help='dtype of u, delta, B, C, z')
     ap.add_argument('--torch-profile', action='store_true',
                     help="print torch.profiler's table of the last iteration (every kernel and copy, not only the scan)")
+    ap.add_argument('--host-time', action='store_true',
+                    help='time 50 steps: host time to issue them (no sync) and wall time to finish them')
     ap.add_argument('--override', default='', metavar='KEY=INT[,KEY=INT]',
                     help='cuda_scan._CONFIG_OVERRIDE entries for the run, e.g. TP=0 or TP_PF=0')
     args = ap.parse_args()
@@ -56,6 +58,22 @@ def main():
         for _ in range(args.iters):
             step()
         torch.cuda.synchronize()
+        if args.host_time:
+            import time
+            for t in ins:
+                if t is not None:
+                    t.grad = None
+            t0 = time.perf_counter()
+            for _ in range(50):
+                step()
+                for t in ins:                   # as zero_grad(set_to_none=True) does between training steps
+                    if t is not None:
+                        t.grad = None
+            t1 = time.perf_counter()
+            torch.cuda.synchronize()
+            t2 = time.perf_counter()
+            print(f'{name} {args.dtype} {args.override or "defaults"}: host issue {(t1 - t0) * 20:.3f} ms/step, '
+                  f'wall {(t2 - t0) * 20:.3f} ms/step')
         if args.torch_profile:
             from torch.profiler import ProfilerActivity, profile
             with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:

@@ -452,8 +452,9 @@ def _bwd(dout, u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, ckpt, reve
     delta_in = delta.to(u.dtype)
     z_in = z.to(u.dtype) if z is not None else None
     tp = tp_config(cfg, batch, dim, dstate, sm)
-    # Several blocks add into the same dB/dC values (atomics) unless one block holds a group's channels.
-    atomic = (tp or cfg)['n_dblk'] > 1
+    # The lane kernel adds into dB/dC (atomics) when several blocks share a group's channels; the time-parallel one
+    # always adds (its windows' sums), so they start from zero.
+    atomic = tp is not None or cfg['n_dblk'] > 1
     # The kernel writes du, ddelta and dz in u's dtype; converted below when delta / z have another.
     g = grad_buffers(u, delta_in, z_in, D, delta_bias, groups, dstate, atomic, _empty)
     du, ddelta, dB, dC, dA, dD, dz, dbias = (g[k] for k in ('du', 'ddelta', 'dB', 'dC', 'dA', 'dD', 'dz', 'dbias'))
