@@ -5,6 +5,7 @@ The kernels' numbers are checked on a GPU by ``scripts/bench_gpu.py`` (float64 r
 docs/benchmarks.md.
 """
 import ctypes
+import threading
 
 import pytest
 import torch
@@ -193,12 +194,9 @@ def _kernel_params(name):
     return kinds
 
 
-class _Recorder:
+class _FakeKernel:
     def __init__(self, name):
-        self.name, self.calls = name, []
-
-    def launch(self, grid, args, device):
-        self.calls.append((grid, args))
+        self.name, self.func, self.nthreads = name, None, 0
 
 
 def _ctype_kind(a):
@@ -211,12 +209,15 @@ def test_launchers_pass_the_kernels_parameters(monkeypatch, batch, seqlen, segme
     """The ctypes argument lists match the kernels' signatures (count and kind, in order), with and without the
     two-pass split of long sequences and with the time-parallel forward; checked on the CPU by recording the
     launches instead of running them."""
-    kernels = {}
+    calls = []
 
-    def fake_kernel(name, defines, device):
-        return kernels.setdefault((name, defines['STORE_CKPT']), _Recorder(name))
+    def fake_run(plan, tensors, device):
+        assert set(plan.slots) <= set(tensors) | {'seg_a', 'seg_b'}     # every pointer argument is given a tensor
+        calls.extend((launch.kernel.name, launch.grid, launch.args) for launch in plan.launches)
 
-    monkeypatch.setattr(cs, '_kernel', fake_kernel)
+    monkeypatch.setattr(cs, '_kernel', lambda name, defines, device: _FakeKernel(name))
+    monkeypatch.setattr(cs._Plan, 'run', fake_run)
+    monkeypatch.setattr(cs, '_PLANS', threading.local())        # no plans with fake kernels left for later tests
     monkeypatch.setitem(cs._CONFIG_OVERRIDE, 'SEGMENTS', segments)
     monkeypatch.setitem(cs._CONFIG_OVERRIDE, 'TP', tp)
     d = 8
@@ -230,11 +231,10 @@ def test_launchers_pass_the_kernels_parameters(monkeypatch, batch, seqlen, segme
     assert [tuple(g.shape) for g in grads] == [u.shape, u.shape, A.shape, B4.shape, B4.shape, D.shape, z.shape,
                                                bias.shape]
     n_launches = {}
-    for rec in kernels.values():
-        for grid, args in rec.calls:
-            assert [_ctype_kind(a) for a in args] == _kernel_params(rec.name)
-            assert grid[2] == segments
-            n_launches[rec.name] = n_launches.get(rec.name, 0) + 1
+    for name, grid, args in calls:
+        assert [_ctype_kind(a) for a in args] == _kernel_params(name)
+        assert grid[2] == segments
+        n_launches[name] = n_launches.get(name, 0) + 1
     fwd, bwd = ('ssm_fwd_tp', 'ssm_bwd_tp') if tp else ('ssm_fwd', 'ssm_bwd')
     assert n_launches == ({fwd: 1, bwd: 1} if segments == 1 else {fwd: 2, bwd: 2})
 

@@ -21,7 +21,7 @@ import threading
 
 import torch
 
-from ._kernel_scan import KernelScan, grad_buffers, next_pow2 as _next_pow2, sm_count as _sm_count
+from ._kernel_scan import KernelScan, next_pow2 as _next_pow2, sm_count as _sm_count
 
 __all__ = ['selective_scan_cuda', 'is_available', 'launch_config', 'unavailable_reason', 'KernelBuildError']
 
@@ -117,19 +117,10 @@ def _nvrtc_cubin(source, options):
 
 
 class _Kernel:
-    """One loaded kernel function; ``launch`` takes ctypes-typed arguments."""
+    """One loaded kernel function (launched through ``_Launch``)."""
 
     def __init__(self, module, func, nthreads):
         self.module, self.func, self.nthreads = module, func, nthreads
-
-    def launch(self, grid, args, device):
-        _, cuda = _libs()
-        stream = torch.cuda.current_stream(device).cuda_stream
-        # The driver takes an array of pointers to the argument values.  addressof is ~12x cheaper per argument
-        # than cast(pointer(a)); with ~40 arguments that was ~50 us of host time per launch.
-        ptrs = (ctypes.c_void_p * len(args))(*map(ctypes.addressof, args))
-        _check_cu(cuda.cuLaunchKernel(self.func, grid[0], grid[1], grid[2], self.nthreads, 1, 1, 0,
-                                      ctypes.c_void_p(stream), ptrs, None), 'cuLaunchKernel (selective scan)')
 
 
 _KERNEL_NAMES = ('ssm_fwd', 'ssm_bwd', 'ssm_fwd_tp', 'ssm_bwd_tp')    # index: the SS_ONLY value that builds it
@@ -317,15 +308,19 @@ def tp_config(cfg, batch, dim, dstate, sm_count):
 
 
 def _rows_vectorizable(*tensors):
-    """True when every row (all but the last index) of these tensors starts 16-byte aligned and is contiguous."""
+    """True when every row (all but the last index) of these tensors is contiguous and starts a whole number of
+    16-byte vectors after the tensor's first element (the plan's part; ``_aligned`` checks the addresses)."""
     for t in tensors:
         if t is None:
             continue
         per = 16 // t.element_size()
-        if t.data_ptr() % 16 or t.stride(-1) != 1 or any(n > 1 and st % per for n, st in zip(t.shape[:-1],
-                                                                                            t.stride()[:-1])):
+        if t.stride(-1) != 1 or any(n > 1 and st % per for n, st in zip(t.shape[:-1], t.stride()[:-1])):
             return False
     return True
+
+
+def _aligned(*tensors):
+    return all(t is None or t.data_ptr() % 16 == 0 for t in tensors)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -336,10 +331,6 @@ def _empty(shape, dtype, device):
     if _POISON_OUTPUTS:
         return torch.full(shape, float('nan'), dtype=dtype, device=device)
     return torch.empty(shape, dtype=dtype, device=device)
-
-
-def _ptr(t):
-    return ctypes.c_void_p(t.data_ptr() if t is not None else 0)
 
 
 def _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, reverse=False, **extra):
@@ -374,14 +365,71 @@ def forward_config(cfg):
     return dict(cfg, T=cfg['TF'], CK=cfg['T'])
 
 
-def _segment_plan(cfg, n_seg, seqlen, batch, dim, dstate, device):
-    """(seg_len, grid, two float32 (batch, segments, dim, N) buffers) of a two-pass launch over ``n_seg`` segments
-    of whole chunks of ``cfg['T']`` steps (no empty trailing segment)."""
+def _segment_plan(cfg, n_seg, seqlen):
+    """(seg_len, grid, segment count) of a two-pass launch over ``n_seg`` segments of whole chunks of ``cfg['T']``
+    steps (no empty trailing segment).  Its summaries take two float32 (batch, segments, dim, N) buffers."""
     n_chunks = -(-seqlen // cfg['T'])
     seg_len = -(-n_chunks // n_seg) * cfg['T']
     n_seg = -(-seqlen // seg_len)
-    bufs = [torch.empty((batch, n_seg, dim, dstate), dtype=torch.float32, device=device) for _ in range(2)]
-    return seg_len, cfg['grid'][:2] + (n_seg,), bufs
+    return seg_len, cfg['grid'][:2] + (n_seg,), n_seg
+
+
+class _Launch:
+    """One kernel launch prepared for a call signature.  Its arguments are ctypes objects and the pointer array the
+    driver reads is built once; the tensor arguments are shared ``c_void_p`` slots that each call fills with the
+    tensors' addresses (``_Plan.run``).  Building the argument lists was most of the host time of a call."""
+
+    def __init__(self, kernel, grid, args):
+        self.kernel, self.grid, self.args = kernel, tuple(int(g) for g in grid), args
+        self.argv = (ctypes.c_void_p * len(args))(*map(ctypes.addressof, args))
+
+    def __call__(self, cuda, stream):
+        k = self.kernel
+        _check_cu(cuda.cuLaunchKernel(k.func, self.grid[0], self.grid[1], self.grid[2], k.nthreads, 1, 1, 0, stream,
+                                      self.argv, None), 'cuLaunchKernel (selective scan)')
+
+
+class _Plan:
+    """The launches of one call signature (shapes, strides, dtypes, flags, configuration overrides), with the
+    buffers it allocates per call: ``slots`` maps tensor-argument names to the ``c_void_p`` slots of the launches;
+    ``vec`` is the alignment-flag argument of the time-parallel kernels (or None)."""
+
+    def __init__(self):
+        self.slots, self.launches, self.vec, self.meta = {}, [], None, {}
+
+    def slot(self, name):
+        return self.slots.setdefault(name, ctypes.c_void_p())
+
+    def run(self, tensors, device):
+        """Fill the slots from ``tensors`` (name -> tensor or None) and launch."""
+        for name, slot in self.slots.items():
+            t = tensors.get(name)
+            slot.value = t.data_ptr() if t is not None else None
+        _, cuda = _libs()
+        stream = ctypes.c_void_p(torch.cuda.current_stream(device).cuda_stream)
+        for launch in self.launches:
+            launch(cuda, stream)
+
+
+_PLANS = threading.local()       # per thread: a plan's slots are written just before its launches
+
+
+def _plan_cache():
+    cache = getattr(_PLANS, 'cache', None)
+    if cache is None:
+        cache = _PLANS.cache = {}
+    return cache
+
+
+def _signature(tag, u, delta, A, B4, C4, D, z, delta_bias, *flags):
+    """Everything a plan depends on besides the tensors' addresses."""
+    return (tag, u.shape, u.dtype, u.stride(), delta.stride(), A.shape, A.stride(), B4.shape, B4.dtype, B4.stride(),
+            C4.stride(), D is None, None if z is None else z.stride(), delta_bias is None, u.device.index,
+            tuple(sorted(_CONFIG_OVERRIDE.items())) if _CONFIG_OVERRIDE else ()) + flags
+
+
+def _as(x, dtype):
+    return x if x is None or x.dtype == dtype else x.to(dtype)
 
 
 def _fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt, reverse=False, store_out=True,
@@ -390,102 +438,173 @@ def _fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt, reve
     along L, scanning and flipping the output back, without the copies).  ``store_out=False``: checkpoints only
     (out is None), to rebuild them for a backward.  ``chunk``: checkpoint interval other than the default (the
     backward must be given the same)."""
-    C4 = C4.to(B4.dtype)
+    C4, A, D, delta_bias = _as(C4, B4.dtype), _as(A, torch.float32), _as(D, torch.float32), _as(delta_bias,
+                                                                                                torch.float32)
+    delta, z = _as(delta, u.dtype), _as(z, u.dtype)
+    key = _signature('fwd', u, delta, A, B4, C4, D, z, delta_bias, bool(delta_softplus), bool(store_ckpt),
+                     bool(reverse), bool(store_out), chunk)
+    cache = _plan_cache()
+    plan = cache.get(key)
+    if plan is None:
+        plan = cache[key] = _fwd_plan(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt, reverse,
+                                      store_out, chunk)
+    batch, dim, seqlen = u.shape
+    dev = u.device
+    m = plan.meta
+    out = _empty((batch, dim, seqlen), u.dtype, dev) if store_out else None
+    # last state and checkpoints in one float32 allocation
+    n_last, n_ckpt = batch * dim * m['dstate'], (batch * dim * m['n_chunks'] * m['dstate'] if store_ckpt else 1)
+    states = _empty((n_last + n_ckpt + m['n_seg_floats'],), torch.float32, dev)
+    last = states[:n_last].view(batch, dim, m['dstate'])
+    ckpt = states[n_last:n_last + n_ckpt]
+    if store_ckpt:
+        ckpt = ckpt.view(batch, dim, m['n_chunks'], m['dstate'])
+    tensors = dict(u=u, delta=delta, A=A, B=B4, C=C4, D=D, z=z, bias=delta_bias, out=out, last=last, ckpt=ckpt)
+    if m['n_seg_floats']:
+        half = m['n_seg_floats'] // 2
+        tensors['seg_a'], tensors['seg_b'] = states[n_last + n_ckpt:][:half], states[n_last + n_ckpt + half:]
+    if plan.vec is not None:
+        plan.vec.value = (m['vec'] & (_aligned(u, delta, z if store_out else None, out)
+                                      | 2 * _aligned(B4, C4)))
+    plan.run(tensors, dev)
+    return out, last, ckpt
+
+
+def _fwd_plan(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt, reverse, store_out, chunk):
     batch, dim, seqlen, dstate, groups, sm, cfg = _shape_config(u, A, B4, bool(store_ckpt), chunk)
     dev = u.device
     n_chunks = -(-seqlen // cfg['T'])                # checkpoints: one per chunk of the backward
     tp = tp_config(cfg, batch, dim, dstate, sm)      # lanes of T steps: their start states are the checkpoints
     cfg = forward_config(cfg)
-    out = _empty((batch, dim, seqlen), u.dtype, dev) if store_out else None
-    last = _empty((batch, dim, dstate), torch.float32, dev)
-    ckpt = (_empty((batch, dim, n_chunks, dstate), torch.float32, dev) if store_ckpt
-            else torch.empty(1, dtype=torch.float32, device=dev))
-    A = A.float()
-    D = D.float() if D is not None else None
-    delta_bias = delta_bias.float() if delta_bias is not None else None
-    delta = delta.to(u.dtype)
-    z = z.to(u.dtype) if z is not None else None
-    strides = _strides((u, (0, 1)), (delta, (0, 1)), (A, (0, 1)), (B4, (0, 1, 2)), (C4, (0, 1, 2)), (z, (0, 1)),
-                       (out, (0, 1)))
-    head = [_ptr(u), _ptr(delta), _ptr(A), _ptr(B4), _ptr(C4), _ptr(D), _ptr(z), _ptr(delta_bias)]
+    plan = _Plan()
+    plan.meta = dict(dstate=dstate, n_chunks=n_chunks, n_seg_floats=0)
+    sl = plan.slot
+    out_strides = (dim * seqlen, seqlen)             # out is allocated contiguous
+    strides = _strides((u, (0, 1)), (delta, (0, 1)), (A, (0, 1)), (B4, (0, 1, 2)), (C4, (0, 1, 2)), (z, (0, 1)))
+    strides += [ctypes.c_longlong(v) for v in out_strides]
+    head = [sl('u'), sl('delta'), sl('A'), sl('B'), sl('C'), sl('D'), sl('z'), sl('bias')]
     if tp is not None:
         kern = _kernel('ssm_fwd_tp', _defines(tp, u, B4, D, z, delta_bias, delta_softplus, reverse,
                                               STORE_CKPT=bool(store_ckpt), STORE_OUT=int(store_out)), dev)
-        vec = _rows_vectorizable(u, delta, z if store_out else None, out) | 2 * _rows_vectorizable(B4, C4)
-        kern.launch(tp['grid'], head + [_ptr(out), _ptr(last), _ptr(ckpt)]
-                    + [ctypes.c_int(v) for v in (dim, seqlen, dstate, dim // groups, tp['n_dblk'], n_chunks, vec)]
-                    + strides, dev)
-        return out, last, ckpt
+        plan.vec = ctypes.c_int(0)
+        out_rows = torch.empty_strided((batch, dim, seqlen), out_strides + (1,), dtype=u.dtype, device='meta')
+        plan.meta['vec'] = (_rows_vectorizable(u, delta, z if store_out else None, out_rows)
+                            | 2 * _rows_vectorizable(B4, C4))
+        plan.launches.append(_Launch(kern, tp['grid'], head + [sl('out'), sl('last'), sl('ckpt')]
+                                     + [ctypes.c_int(v) for v in (dim, seqlen, dstate, dim // groups, tp['n_dblk'],
+                                                                  n_chunks)] + [plan.vec] + strides))
+        return plan
     kern = _kernel('ssm_fwd', _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, reverse,
                                        STORE_CKPT=bool(store_ckpt), STORE_OUT=int(store_out)), dev)
     n_seg = _segments(cfg, batch, groups, seqlen, sm, grad=bool(store_ckpt))
     tail = [ctypes.c_int(v) for v in (dim, seqlen, dstate, dim // groups, cfg['n_dblk'], n_chunks)]
     if n_seg == 1:
-        kern.launch(cfg['grid'], head + [_ptr(out), _ptr(last), _ptr(ckpt), _ptr(None), _ptr(None)] + tail
-                    + [ctypes.c_int(seqlen)] + strides + [ctypes.c_int(0)], dev)
-        return out, last, ckpt
-    seg_len, grid, (seg_last, seg_decay) = _segment_plan(cfg, n_seg, seqlen, batch, dim, dstate, dev)
-    bufs = [_ptr(out), _ptr(last), _ptr(ckpt), _ptr(seg_last), _ptr(seg_decay)]
-    tail = tail + [ctypes.c_int(seg_len)] + strides
+        plan.launches.append(_Launch(kern, cfg['grid'], head + [sl('out'), sl('last'), sl('ckpt'), sl('seg_a'),
+                                                                sl('seg_b')] + tail + [ctypes.c_int(seqlen)]
+                                     + strides + [ctypes.c_int(0)]))
+        return plan
+    seg_len, grid, n_seg = _segment_plan(cfg, n_seg, seqlen)
+    plan.meta['n_seg_floats'] = 2 * batch * n_seg * dim * dstate       # seg_last, seg_decay
+    args = head + [sl('out'), sl('last'), sl('ckpt'), sl('seg_a'), sl('seg_b')] + tail + [ctypes.c_int(seg_len)] \
+        + strides
     # Pass 1: segment summaries (no outputs, no checkpoints; STORE_OUT 0 is what sums delta for the segment's
     # decay); pass 2: outputs from the true start states.
     summary = _kernel('ssm_fwd', _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, reverse, STORE_CKPT=0,
                                           STORE_OUT=0), dev)
-    summary.launch(grid, head + bufs + tail + [ctypes.c_int(1)], dev)
-    kern.launch(grid, head + bufs + tail + [ctypes.c_int(2)], dev)
-    return out, last, ckpt
+    plan.launches += [_Launch(summary, grid, args + [ctypes.c_int(1)]), _Launch(kern, grid, args + [ctypes.c_int(2)])]
+    return plan
 
 
 def _bwd(dout, u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, ckpt, reverse=False, chunk=None):
-    C4 = C4.to(B4.dtype)
-    batch, dim, seqlen, dstate, groups, sm, cfg = _shape_config(u, A, B4, True, chunk)
+    C4 = _as(C4, B4.dtype)
+    if dout.stride(-1) != 1:
+        dout = dout.contiguous()
+    dout, delta_in, z_in = _as(dout, u.dtype), _as(delta, u.dtype), _as(z, u.dtype)
+    A32, D32, bias32 = _as(A, torch.float32), _as(D, torch.float32), _as(delta_bias, torch.float32)
+    key = _signature('bwd', u, delta_in, A32, B4, C4, D32, z_in, bias32, bool(delta_softplus), bool(reverse), chunk,
+                     dout.stride(), ckpt.shape)
+    cache = _plan_cache()
+    plan = cache.get(key)
+    if plan is None:
+        plan = cache[key] = _bwd_plan(dout, u, delta_in, A32, B4, C4, D32, z_in, bias32, delta_softplus, ckpt,
+                                      reverse, chunk)
+    batch, dim, seqlen = u.shape
+    dev = u.device
+    m = plan.meta
+    groups, dstate = B4.shape[1], B4.shape[2]
+    # du, ddelta (and dz) in u's dtype in one allocation; dB, dC, dA, dD, d(delta_bias) in one float32 one, zeroed
+    # where the kernels add into it (dB, dC only when ``atomic``).
+    rows = _empty((3 if z is not None else 2, batch, dim, seqlen), u.dtype, dev)
+    du, ddelta, dz = rows[0], rows[1], (rows[2] if z is not None else None)
+    n_bc = batch * groups * dstate * seqlen
+    n_small = dim * dstate + (dim if D is not None else 0) + (dim if delta_bias is not None else 0)
+    if m['atomic']:
+        f32 = torch.zeros((2 * n_bc + n_small + m['n_seg_floats'],), dtype=torch.float32, device=dev)
+        bc, small = f32[:2 * n_bc], f32[2 * n_bc:2 * n_bc + n_small]
+    else:
+        small = torch.zeros((n_small,), dtype=torch.float32, device=dev)
+        f32 = _empty((2 * n_bc + m['n_seg_floats'],), torch.float32, dev)
+        bc = f32[:2 * n_bc]
+    dB, dC = bc[:n_bc].view(batch, groups, dstate, seqlen), bc[n_bc:].view(batch, groups, dstate, seqlen)
+    dA = small[:dim * dstate].view(dim, dstate)
+    dD = small[dim * dstate:dim * dstate + dim] if D is not None else None
+    dbias = small[n_small - dim:] if delta_bias is not None else None
+    tensors = dict(u=u, delta=delta_in, A=A32, B=B4, C=C4, D=D32, z=z_in, bias=bias32, dout=dout, ckpt=ckpt, du=du,
+                   ddelta=ddelta, dA=dA, dB=dB, dC=dC, dD=dD, dz=dz, dbias=dbias)
+    if m['n_seg_floats']:
+        seg = f32[f32.numel() - m['n_seg_floats']:]
+        half = m['n_seg_floats'] // 2
+        tensors['seg_a'], tensors['seg_b'] = seg[:half], seg[half:]
+    if plan.vec is not None:
+        plan.vec.value = m['vec'] & (_aligned(u, delta_in, z_in, dout, du, ddelta, dz) | 2 * _aligned(B4, C4))
+    plan.run(tensors, dev)
+    return _bwd_cast(delta, z, u, (du, ddelta, dA, dB, dC, dD, dz, dbias))
+
+
+def _bwd_plan(dout, u, delta_in, A32, B4, C4, D32, z_in, bias32, delta_softplus, ckpt, reverse, chunk):
+    batch, dim, seqlen, dstate, groups, sm, cfg = _shape_config(u, A32, B4, True, chunk)
     dev = u.device
     n_chunks = ckpt.shape[2]
     assert n_chunks == -(-seqlen // cfg['T']), 'chunk length changed between forward and backward'
-    if dout.stride(-1) != 1:
-        dout = dout.contiguous()
-    if dout.dtype != u.dtype:
-        dout = dout.to(u.dtype)
-    A32 = A.float()
-    D32 = D.float() if D is not None else None
-    bias32 = delta_bias.float() if delta_bias is not None else None
-    delta_in = delta.to(u.dtype)
-    z_in = z.to(u.dtype) if z is not None else None
     tp = tp_config(cfg, batch, dim, dstate, sm)
+    plan = _Plan()
     # The lane kernel adds into dB/dC (atomics) when several blocks share a group's channels; the time-parallel one
     # always adds (its windows' sums), so they start from zero.
     atomic = tp is not None or cfg['n_dblk'] > 1
-    # The kernel writes du, ddelta and dz in u's dtype; converted below when delta / z have another.
-    g = grad_buffers(u, delta_in, z_in, D, delta_bias, groups, dstate, atomic, _empty)
-    du, ddelta, dB, dC, dA, dD, dz, dbias = (g[k] for k in ('du', 'ddelta', 'dB', 'dC', 'dA', 'dD', 'dz', 'dbias'))
-    args = [_ptr(u), _ptr(delta_in), _ptr(A32), _ptr(B4), _ptr(C4), _ptr(D32), _ptr(z_in), _ptr(bias32), _ptr(dout),
-            _ptr(ckpt),
-            _ptr(du), _ptr(ddelta), _ptr(dA), _ptr(dB), _ptr(dC), _ptr(dD), _ptr(dz), _ptr(dbias)]
+    plan.meta = dict(atomic=atomic, n_seg_floats=0)
+    sl = plan.slot
+    args = [sl('u'), sl('delta'), sl('A'), sl('B'), sl('C'), sl('D'), sl('z'), sl('bias'), sl('dout'), sl('ckpt'),
+            sl('du'), sl('ddelta'), sl('dA'), sl('dB'), sl('dC'), sl('dD'), sl('dz'), sl('dbias')]
     strides = _strides((u, (0, 1)), (delta_in, (0, 1)), (A32, (0, 1)), (B4, (0, 1, 2)), (C4, (0, 1, 2)),
                        (z_in, (0, 1)), (dout, (0, 1)))
+    defines = dict(reverse=reverse, STORE_CKPT=0)
     if tp is not None:
-        kern = _kernel('ssm_bwd_tp', _defines(tp, u, B4, D, z, delta_bias, delta_softplus, reverse, STORE_CKPT=0),
-                       dev)
-        vec = _rows_vectorizable(u, delta_in, z_in, dout, du, ddelta, dz) | 2 * _rows_vectorizable(B4, C4)
-        kern.launch(tp['grid'], args + [ctypes.c_int(v) for v in (dim, seqlen, dstate, dim // groups, tp['n_dblk'],
-                                                                   n_chunks, groups, vec)] + strides, dev)
-        return _bwd_cast(delta, z, u, (du, ddelta, dA, dB, dC, dD, dz, dbias))
-    kern = _kernel('ssm_bwd', _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, reverse, STORE_CKPT=0), dev)
+        kern = _kernel('ssm_bwd_tp', _defines(tp, u, B4, D32, z_in, bias32, delta_softplus, **defines), dev)
+        plan.vec = ctypes.c_int(0)
+        # du, ddelta, dz: contiguous (b, d, L) slices of one allocation (their addresses are checked per call)
+        grad_rows = torch.empty((batch, dim, seqlen), dtype=u.dtype, device='meta')
+        plan.meta['vec'] = (_rows_vectorizable(u, delta_in, z_in, dout, grad_rows)
+                            | 2 * _rows_vectorizable(B4, C4))
+        plan.launches.append(_Launch(kern, tp['grid'], args + [ctypes.c_int(v) for v in (
+            dim, seqlen, dstate, dim // groups, tp['n_dblk'], n_chunks, groups)] + [plan.vec] + strides))
+        return plan
+    kern = _kernel('ssm_bwd', _defines(cfg, u, B4, D32, z_in, bias32, delta_softplus, **defines), dev)
     args += [ctypes.c_int(v) for v in (dim, seqlen, dstate, dim // groups, cfg['n_dblk'], n_chunks, groups,
                                        int(atomic))]
     args += strides
     n_seg = _segments(cfg, batch, groups, seqlen, sm, grad=True)
     if n_seg == 1:
-        kern.launch(cfg['grid'], args + [_ptr(None), _ptr(None), ctypes.c_int(n_chunks * cfg['T']),
-                                         ctypes.c_int(0)], dev)
-    else:
-        # Pass 1: per segment, the dh it hands to the segment before it (from a zero incoming dh) and its decay;
-        # pass 2: every segment from its true incoming dh, writing the gradients.
-        seg_len, grid, (seg_carry, seg_decay) = _segment_plan(cfg, n_seg, seqlen, batch, dim, dstate, dev)
-        extra = [_ptr(seg_carry), _ptr(seg_decay), ctypes.c_int(seg_len)]
-        kern.launch(grid, args + extra + [ctypes.c_int(1)], dev)
-        kern.launch(grid, args + extra + [ctypes.c_int(2)], dev)
-    return _bwd_cast(delta, z, u, (du, ddelta, dA, dB, dC, dD, dz, dbias))
+        plan.launches.append(_Launch(kern, cfg['grid'], args + [sl('seg_a'), sl('seg_b'),
+                                                                ctypes.c_int(n_chunks * cfg['T']), ctypes.c_int(0)]))
+        return plan
+    # Pass 1: per segment, the dh it hands to the segment before it (from a zero incoming dh) and its decay;
+    # pass 2: every segment from its true incoming dh, writing the gradients.
+    seg_len, grid, n_seg = _segment_plan(cfg, n_seg, seqlen)
+    plan.meta['n_seg_floats'] = 2 * batch * n_seg * dim * dstate       # seg_carry, seg_decay
+    extra = [sl('seg_a'), sl('seg_b'), ctypes.c_int(seg_len)]
+    plan.launches += [_Launch(kern, grid, args + extra + [ctypes.c_int(1)]),
+                      _Launch(kern, grid, args + extra + [ctypes.c_int(2)])]
+    return plan
 
 
 def _bwd_cast(delta, z, u, grads):
