@@ -451,18 +451,15 @@ def _fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt, reve
     batch, dim, seqlen = u.shape
     dev = u.device
     m = plan.meta
+    # Separate allocations: the outputs of a custom op (torch.compile's path) may not alias one another.
     out = _empty((batch, dim, seqlen), u.dtype, dev) if store_out else None
-    # last state and checkpoints in one float32 allocation
-    n_last, n_ckpt = batch * dim * m['dstate'], (batch * dim * m['n_chunks'] * m['dstate'] if store_ckpt else 1)
-    states = _empty((n_last + n_ckpt + m['n_seg_floats'],), torch.float32, dev)
-    last = states[:n_last].view(batch, dim, m['dstate'])
-    ckpt = states[n_last:n_last + n_ckpt]
-    if store_ckpt:
-        ckpt = ckpt.view(batch, dim, m['n_chunks'], m['dstate'])
+    last = _empty((batch, dim, m['dstate']), torch.float32, dev)
+    ckpt = (_empty((batch, dim, m['n_chunks'], m['dstate']), torch.float32, dev) if store_ckpt
+            else torch.empty(1, dtype=torch.float32, device=dev))
     tensors = dict(u=u, delta=delta, A=A, B=B4, C=C4, D=D, z=z, bias=delta_bias, out=out, last=last, ckpt=ckpt)
     if m['n_seg_floats']:
-        half = m['n_seg_floats'] // 2
-        tensors['seg_a'], tensors['seg_b'] = states[n_last + n_ckpt:][:half], states[n_last + n_ckpt + half:]
+        seg = torch.empty((m['n_seg_floats'],), dtype=torch.float32, device=dev)
+        tensors['seg_a'], tensors['seg_b'] = seg.chunk(2)
     if plan.vec is not None:
         plan.vec.value = (m['vec'] & (_aligned(u, delta, z if store_out else None, out)
                                       | 2 * _aligned(B4, C4)))
@@ -532,29 +529,21 @@ def _bwd(dout, u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, ckpt, reve
     dev = u.device
     m = plan.meta
     groups, dstate = B4.shape[1], B4.shape[2]
-    # du, ddelta (and dz) in u's dtype in one allocation; dB, dC, dA, dD, d(delta_bias) in one float32 one, zeroed
-    # where the kernels add into it (dB, dC only when ``atomic``).
-    rows = _empty((3 if z is not None else 2, batch, dim, seqlen), u.dtype, dev)
-    du, ddelta, dz = rows[0], rows[1], (rows[2] if z is not None else None)
-    n_bc = batch * groups * dstate * seqlen
-    n_small = dim * dstate + (dim if D is not None else 0) + (dim if delta_bias is not None else 0)
-    if m['atomic']:
-        f32 = torch.zeros((2 * n_bc + n_small + m['n_seg_floats'],), dtype=torch.float32, device=dev)
-        bc, small = f32[:2 * n_bc], f32[2 * n_bc:2 * n_bc + n_small]
-    else:
-        small = torch.zeros((n_small,), dtype=torch.float32, device=dev)
-        f32 = _empty((2 * n_bc + m['n_seg_floats'],), torch.float32, dev)
-        bc = f32[:2 * n_bc]
-    dB, dC = bc[:n_bc].view(batch, groups, dstate, seqlen), bc[n_bc:].view(batch, groups, dstate, seqlen)
-    dA = small[:dim * dstate].view(dim, dstate)
-    dD = small[dim * dstate:dim * dstate + dim] if D is not None else None
-    dbias = small[n_small - dim:] if delta_bias is not None else None
+    # Separate allocations (the outputs of a custom op may not alias one another); the buffers the kernels add into
+    # are zeroed by one fused launch.
+    du, ddelta = (_empty((batch, dim, seqlen), u.dtype, dev) for _ in range(2))
+    dz = _empty((batch, dim, seqlen), u.dtype, dev) if z is not None else None
+    f32 = dict(dtype=torch.float32, device=dev)
+    shape_bc = (batch, groups, dstate, seqlen)
+    dB, dC = (torch.empty(shape_bc, **f32) if m['atomic'] else _empty(shape_bc, torch.float32, dev) for _ in range(2))
+    dA = torch.empty((dim, dstate), **f32)
+    dD = torch.empty((dim,), **f32) if D is not None else None
+    dbias = torch.empty((dim,), **f32) if delta_bias is not None else None
+    torch._foreach_zero_([t for t in ((dB, dC) if m['atomic'] else ()) + (dA, dD, dbias) if t is not None])
     tensors = dict(u=u, delta=delta_in, A=A32, B=B4, C=C4, D=D32, z=z_in, bias=bias32, dout=dout, ckpt=ckpt, du=du,
                    ddelta=ddelta, dA=dA, dB=dB, dC=dC, dD=dD, dz=dz, dbias=dbias)
     if m['n_seg_floats']:
-        seg = f32[f32.numel() - m['n_seg_floats']:]
-        half = m['n_seg_floats'] // 2
-        tensors['seg_a'], tensors['seg_b'] = seg[:half], seg[half:]
+        tensors['seg_a'], tensors['seg_b'] = torch.empty((m['n_seg_floats'],), **f32).chunk(2)
     if plan.vec is not None:
         plan.vec.value = m['vec'] & (_aligned(u, delta_in, z_in, dout, du, ddelta, dz) | 2 * _aligned(B4, C4))
     plan.run(tensors, dev)
