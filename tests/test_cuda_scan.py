@@ -369,6 +369,26 @@ def test_time_parallel_kernels_match_the_reference_on_gpu(batch, dim, seqlen, ds
             assert rel(gr, gf.flip(-1) if gr.dim() >= 3 else gf) < 1e-5, name
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_a_fresh_process_builds_the_backward_in_autograd_thread_on_gpu():
+    """The first backward of a process builds its kernel on autograd's device thread, which has made no CUDA
+    runtime call yet: the driver calls must make the context current themselves (CUDA error 201 otherwise)."""
+    import subprocess
+    import sys
+    code = ('import torch\n'
+            'from mamba_sr_archs.ops import cuda_scan as cs\n'
+            'cs._CONFIG_OVERRIDE["TP"] = 1\n'
+            'kw = dict(device="cuda", requires_grad=True)\n'
+            'u, dt = torch.randn(2, 8, 300, **kw), torch.randn(2, 8, 300, **kw)\n'
+            'A, B, C = -torch.rand(8, 8, **kw), torch.randn(2, 8, 300, **kw), torch.randn(2, 8, 300, **kw)\n'
+            'cs.selective_scan_cuda(u, dt, A, B, C, delta_softplus=True).sum().backward()\n'
+            'torch.cuda.synchronize()\n'
+            'assert torch.isfinite(A.grad).all() and A.grad.abs().sum() > 0\n')
+    res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+
+
 def test_automatic_choice_falls_back_when_the_kernels_cannot_be_built(monkeypatch):
     """A KernelBuildError (NVRTC or the driver failing) makes the automatic choice warn and use the next backend;
     an explicit backend='cuda' raises it.  CPU stand-in: the choice is pinned to 'cuda' while it is importable."""

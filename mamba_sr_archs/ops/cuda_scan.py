@@ -92,6 +92,27 @@ def _check_cu(res, what):
         raise RuntimeError(f'{what} failed: CUDA error {res} ({(msg.value or b"?").decode()})')
 
 
+_PRIMARY = {}        # device index -> its primary context (retained once)
+
+
+def _ensure_context(device):
+    """Make the device's primary context (PyTorch's) current on this thread.  Driver calls need a current context;
+    PyTorch's runtime calls bind it lazily, so a thread that has made none yet (autograd's device thread, when the
+    backward builds or launches a kernel first) has none: cuModuleLoadData failed there with CUDA error 201."""
+    _, cuda = _libs()
+    ctx = _PRIMARY.get(device.index)
+    if ctx is None:
+        dev = ctypes.c_int()
+        _check_cu(cuda.cuDeviceGet(ctypes.byref(dev), device.index), 'cuDeviceGet')
+        ctx = ctypes.c_void_p()
+        _check_cu(cuda.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), dev), 'cuDevicePrimaryCtxRetain')
+        _PRIMARY[device.index] = ctx
+    cur = ctypes.c_void_p()
+    _check_cu(cuda.cuCtxGetCurrent(ctypes.byref(cur)), 'cuCtxGetCurrent')
+    if cur.value != ctx.value:
+        _check_cu(cuda.cuCtxSetCurrent(ctx), 'cuCtxSetCurrent')
+
+
 def _nvrtc_cubin(source, options):
     nvrtc = _nvrtc()
     prog = ctypes.c_void_p()
@@ -159,7 +180,7 @@ def _kernel(name, defines, device):
             cubin = _nvrtc_cubin(source, options)
             _, cuda = _libs()
             with torch.cuda.device(device):
-                torch.cuda.current_stream(device)          # make sure the primary context exists and is current
+                _ensure_context(device)
                 module = ctypes.c_void_p()
                 _check_cu(cuda.cuModuleLoadData(ctypes.byref(module), cubin), 'cuModuleLoadData')
                 func = ctypes.c_void_p()
@@ -406,6 +427,7 @@ class _Plan:
             t = tensors.get(name)
             slot.value = t.data_ptr() if t is not None else None
         _, cuda = _libs()
+        _ensure_context(device)
         stream = ctypes.c_void_p(torch.cuda.current_stream(device).cuda_stream)
         for launch in self.launches:
             launch(cuda, stream)
