@@ -381,7 +381,8 @@ def test_a_fresh_process_builds_the_backward_in_autograd_thread_on_gpu():
             'cs._CONFIG_OVERRIDE["TP"] = 1\n'
             'kw = dict(device="cuda", requires_grad=True)\n'
             'u, dt = torch.randn(2, 8, 300, **kw), torch.randn(2, 8, 300, **kw)\n'
-            'A, B, C = -torch.rand(8, 8, **kw), torch.randn(2, 8, 300, **kw), torch.randn(2, 8, 300, **kw)\n'
+            'A = (-torch.rand(8, 8, device="cuda")).requires_grad_()\n'
+            'B, C = torch.randn(2, 8, 300, **kw), torch.randn(2, 8, 300, **kw)\n'
             'cs.selective_scan_cuda(u, dt, A, B, C, delta_softplus=True).sum().backward()\n'
             'torch.cuda.synchronize()\n'
             'assert torch.isfinite(A.grad).all() and A.grad.abs().sum() > 0\n')
