@@ -951,7 +951,7 @@ ssm_fwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
 //      dB and dC are summed over the block's channels in shared memory, RP steps at a time, and added to memory
 //      (atomics: the other blocks of the group add to the same values).
 #if defined(SS_ONLY) && SS_ONLY == 3
-#define RP 2                             // steps per dB/dC reduction round
+#define RP 2                             // steps per dB/dC reduction round (a float2 per lane and state)
 // exp2 that the compiler may not merge with the same exp2 in another phase: kept from phase 2 to phase 3, the
 // T x NS decays would spill registers; recomputing them is cheaper.
 __device__ __forceinline__ float ex2_again(float x) {
@@ -959,7 +959,7 @@ __device__ __forceinline__ float ex2_again(float x) {
     asm volatile("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
     return y;
 }
-static_assert(T % RP == 0 && (CK == T || CK == 2 * T), "TP backward: checkpoints every T or 2 T steps");
+static_assert(RP == 2 && T % 4 == 0 && (CK == T || CK == 2 * T), "TP backward: checkpoints every T or 2 T steps");
 extern "C" __global__ void __launch_bounds__(TP_THREADS, SS_TP_MINB)
 ssm_bwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__restrict__ A,
            const bc_t *__restrict__ Bm, const bc_t *__restrict__ Cm, const float *__restrict__ Dv,
@@ -1126,37 +1126,67 @@ ssm_bwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
         float *dus = dtu, *dds = sg;
 #pragma unroll
         for (int r0 = T - RP; r0 >= 0; r0 -= RP) {
+            float q[RP], r[RP];                  // sum_n G B, sum_n w A of the round's steps
 #pragma unroll
-            for (int jj = RP - 1; jj >= 0; --jj) {
-                const int j = r0 + jj;
-                float q = 0.f, r = 0.f;
+            for (int jj = 0; jj < RP; ++jj) q[jj] = r[jj] = 0.f;
+            const int g4 = r0 & ~3;              // the float4 of B / C that holds the round's steps
 #pragma unroll
-                for (int k = 0; k < NS; ++k) {
-                    const float Bv = s_B[k][col + j], Cv = s_C[k][col + j];
-                    E[k] = fmaf(Cv, dyv[j], E[k]);
+            for (int k = 0; k < NS; ++k) {
+                const float4 bq = *reinterpret_cast<const float4 *>(&s_B[k][col + g4]);
+                const float4 cq = *reinterpret_cast<const float4 *>(&s_C[k][col + g4]);
+                const float bb[4] = {bq.x, bq.y, bq.z, bq.w}, cc[4] = {cq.x, cq.y, cq.z, cq.w};
+                float pb[RP], pc[RP];
+#pragma unroll
+                for (int jj = RP - 1; jj >= 0; --jj) {
+                    const int j = r0 + jj, e = j - g4;
+                    E[k] = fmaf(cc[e], dyv[j], E[k]);
                     const float hv = hist[j][k];
-                    const float w = E[k] * fmaf(-dtu[j], Bv, hv);
+                    const float w = E[k] * fmaf(-dtu[j], bb[e], hv);
                     dA_acc[k] = fmaf(w, dtv[j], dA_acc[k]);
-                    q = fmaf(E[k], Bv, q);
-                    r = fmaf(w, A2[k], r);
-                    s_red[0][k][wp][lane * RP + jj] = E[k] * dtu[j];
-                    s_red[1][k][wp][lane * RP + jj] = hv * dyv[j];
+                    q[jj] = fmaf(E[k], bb[e], q[jj]);
+                    r[jj] = fmaf(w, A2[k], r[jj]);
+                    pb[jj] = E[k] * dtu[j];
+                    pc[jj] = hv * dyv[j];
                     E[k] *= ex2_again(dtv[j] * A2[k]);
                 }
-                dus[j] = fmaf(Dd, HAS_D ? dyv[j] : 0.f, dtv[j] * q);
-                dds[j] = fmaf(uv[j], q, r * 0.6931471805599453f) * sg[j];     // sg[j] read before overwritten
+                *reinterpret_cast<float2 *>(&s_red[0][k][wp][lane * RP]) = make_float2(pb[0], pb[1]);
+                *reinterpret_cast<float2 *>(&s_red[1][k][wp][lane * RP]) = make_float2(pc[0], pc[1]);
+            }
+#pragma unroll
+            for (int jj = 0; jj < RP; ++jj) {
+                const int j = r0 + jj;
+                dus[j] = fmaf(Dd, HAS_D ? dyv[j] : 0.f, dtv[j] * q[jj]);
+                dds[j] = fmaf(uv[j], q[jj], r[jj] * 0.6931471805599453f) * sg[j];   // sg[j] read before overwritten
                 if (tl + j < L) dbias_acc += dds[j];
             }
             __syncthreads();
-            // dB, dC of these RP steps of every lane: summed over the block's channels, added to memory.
+            // dB, dC of the round's step pairs of every lane: summed over the block's channels, added to memory.
 #pragma unroll
-            for (int i = tid; i < 2 * NS * 32 * RP; i += TP_THREADS) {
-                const int which = i / (NS * 32 * RP), k = (i / (32 * RP)) % NS, ls = i % (32 * RP);
-                const int t = t0 + (ls / RP) * T + r0 + ls % RP;
-                float v = 0.f;
+            for (int i = tid; i < 2 * NS * 32; i += TP_THREADS) {
+                const int which = i / (NS * 32), k = (i / 32) % NS, ls = i % 32;
+                const int t = t0 + ls * T + r0;
+                float2 v = make_float2(0.f, 0.f);
 #pragma unroll
-                for (int w2 = 0; w2 < DB; ++w2) v += s_red[which][k][w2][ls];
-                if (k < N && t < L) atomicAdd((which ? dCg : dBg) + (long long)k * L + POS(t), v);
+                for (int w2 = 0; w2 < DB; ++w2) {
+                    const float2 x = *reinterpret_cast<const float2 *>(&s_red[which][k][w2][ls * RP]);
+                    v.x += x.x;
+                    v.y += x.y;
+                }
+                float *row_k = (which ? dCg : dBg) + (long long)k * L;
+                if (k < N && t + 1 < L && (L % 2) == 0) {
+                    // both steps, as one 8-byte vector (position POS(t) and its neighbour, even: L is even)
+                    float *p = row_k + (REVERSE ? POS(t + 1) : POS(t));
+#if __CUDA_ARCH__ >= 900
+                    asm volatile("red.global.add.v2.f32 [%0], {%1, %2};" :: "l"(p), "f"(REVERSE ? v.y : v.x),
+                                 "f"(REVERSE ? v.x : v.y) : "memory");
+#else
+                    atomicAdd(p, REVERSE ? v.y : v.x);
+                    atomicAdd(p + 1, REVERSE ? v.x : v.y);
+#endif
+                } else if (k < N) {
+                    if (t < L) atomicAdd(row_k + POS(t), v.x);
+                    if (t + 1 < L) atomicAdd(row_k + POS(t + 1), v.y);
+                }
             }
             __syncthreads();
         }
