@@ -36,7 +36,8 @@ def main():
     ap.add_argument('--override', default='', metavar='KEY=INT[,KEY=INT]',
                     help='cuda_scan._CONFIG_OVERRIDE entries for the run, e.g. TP=0 or TP_PF=0')
     args = ap.parse_args()
-    cuda_scan._CONFIG_OVERRIDE.update({k: int(v) for k, v in (kv.split('=') for kv in args.override.split(',') if kv)})
+    pairs = (kv.split('=') for kv in args.override.split(',') if kv)
+    cuda_scan._CONFIG_OVERRIDE.update({k: int(v) for k, v in pairs})
     dtype = {'fp32': torch.float32, 'bf16': torch.bfloat16}[args.dtype]
     for name in args.shapes:
         b, d, L, N, grouped, has_z = SHAPES[name]

@@ -345,3 +345,18 @@ def test_automatic_choice_respects_each_kernels_state_limit(monkeypatch):
     assert ss._pick_backend(None, u, torch.float32, False, 300) == 'torch'
     assert ss._pick_backend(None, u, torch.float32, True, 16) == 'torch'
     assert ss._pick_backend(None, u, torch.float64, False, 16) == 'torch'
+
+
+def test_automatic_choice_for_few_states_depends_on_autograd(monkeypatch):
+    """N <= 8 with mamba_ssm installed: mamba_ssm first when a backward will follow (our forward+backward is not
+    faster there), our CUDA kernels first without autograd (their forward is)."""
+    from types import SimpleNamespace
+
+    import importlib
+    ss = importlib.import_module('mamba_sr_archs.ops.selective_scan')
+    monkeypatch.setattr(ss, '_unavailable_reason', lambda name, dev: None)
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    u = SimpleNamespace(device=torch.device('cuda'))
+    assert ss._pick_backend(None, u, torch.float32, False, 8, needs_grad=True) == 'mamba_ssm'
+    assert ss._pick_backend(None, u, torch.float32, False, 8, needs_grad=False) == 'cuda'
+    assert ss._pick_backend(None, u, torch.float32, False, 16, needs_grad=True) == 'cuda'
