@@ -436,11 +436,15 @@ class _Plan:
 _PLANS = threading.local()       # per thread: a plan's slots are written just before its launches
 
 
-def _plan_cache():
+def _cached_plan(key, build, *args):
+    """This thread's plan for ``key``, built by ``build(*args)`` the first time."""
     cache = getattr(_PLANS, 'cache', None)
     if cache is None:
         cache = _PLANS.cache = {}
-    return cache
+    plan = cache.get(key)
+    if plan is None:
+        plan = cache[key] = build(*args)
+    return plan
 
 
 def _signature(tag, u, delta, A, B4, C4, D, z, delta_bias, *flags):
@@ -463,13 +467,10 @@ def _fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt, reve
     C4, A, D, delta_bias = _as(C4, B4.dtype), _as(A, torch.float32), _as(D, torch.float32), _as(delta_bias,
                                                                                                 torch.float32)
     delta, z = _as(delta, u.dtype), _as(z, u.dtype)
-    key = _signature('fwd', u, delta, A, B4, C4, D, z, delta_bias, bool(delta_softplus), bool(store_ckpt),
-                     bool(reverse), bool(store_out), chunk)
-    cache = _plan_cache()
-    plan = cache.get(key)
-    if plan is None:
-        plan = cache[key] = _fwd_plan(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt, reverse,
-                                      store_out, chunk)
+    plan = _cached_plan(_signature('fwd', u, delta, A, B4, C4, D, z, delta_bias, bool(delta_softplus),
+                                   bool(store_ckpt), bool(reverse), bool(store_out), chunk),
+                        _fwd_plan, u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt, reverse,
+                        store_out, chunk)
     batch, dim, seqlen = u.shape
     dev = u.device
     m = plan.meta
@@ -540,13 +541,10 @@ def _bwd(dout, u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, ckpt, reve
         dout = dout.contiguous()
     dout, delta_in, z_in = _as(dout, u.dtype), _as(delta, u.dtype), _as(z, u.dtype)
     A32, D32, bias32 = _as(A, torch.float32), _as(D, torch.float32), _as(delta_bias, torch.float32)
-    key = _signature('bwd', u, delta_in, A32, B4, C4, D32, z_in, bias32, bool(delta_softplus), bool(reverse), chunk,
-                     dout.stride(), ckpt.shape)
-    cache = _plan_cache()
-    plan = cache.get(key)
-    if plan is None:
-        plan = cache[key] = _bwd_plan(dout, u, delta_in, A32, B4, C4, D32, z_in, bias32, delta_softplus, ckpt,
-                                      reverse, chunk)
+    plan = _cached_plan(_signature('bwd', u, delta_in, A32, B4, C4, D32, z_in, bias32, bool(delta_softplus),
+                                   bool(reverse), chunk, dout.stride(), ckpt.shape),
+                        _bwd_plan, dout, u, delta_in, A32, B4, C4, D32, z_in, bias32, delta_softplus, ckpt,
+                        reverse, chunk)
     batch, dim, seqlen = u.shape
     dev = u.device
     m = plan.meta

@@ -755,6 +755,43 @@ __device__ __forceinline__ void tp_store_row(in_t *p, const float *r, int tl, in
     }
 }
 
+// A lane's T steps from the states h (updated in place): h_j = exp(dt_j A) h_{j-1} + dt_j u_j B_j, four steps (one
+// float4 of B, and of C, per state) at a time.  WANT_Y: y_j += C_j . h_j; KEEP: hist[j] = h_j; AGAIN: exp2 through
+// ex2_again (not merged with the same exp2 elsewhere, see there).
+__device__ __forceinline__ float ex2_again(float x) {
+    // exp2 that the compiler may not merge with the same exp2 in another phase: in the backward, keeping the T x NS
+    // decays from one phase to the next would spill registers; recomputing them is cheaper.
+    float y;
+    asm volatile("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+template <bool WANT_Y, bool KEEP, bool AGAIN>
+__device__ __forceinline__ void tp_walk(float *h, const float (*s_B)[WP], const float (*s_C)[WP], int col,
+                                        const float *dtv, const float *dtu, const float *A2, float *y,
+                                        float (*hist)[NS]) {
+#pragma unroll
+    for (int q = 0; q < T; q += 4) {
+#pragma unroll
+        for (int k = 0; k < NS; ++k) {
+            const float4 bq = *reinterpret_cast<const float4 *>(&s_B[k][col + q]);
+            const float bb[4] = {bq.x, bq.y, bq.z, bq.w};
+            float cc[4] = {0.f, 0.f, 0.f, 0.f};
+            if (WANT_Y) {
+                const float4 cq = *reinterpret_cast<const float4 *>(&s_C[k][col + q]);
+                cc[0] = cq.x; cc[1] = cq.y; cc[2] = cq.z; cc[3] = cq.w;
+            }
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const float a = AGAIN ? ex2_again(dtv[q + e] * A2[k]) : exp2f(dtv[q + e] * A2[k]);
+                h[k] = fmaf(a, h[k], dtu[q + e] * bb[e]);
+                if (KEEP) hist[q + e][k] = h[k];
+                if (WANT_Y) y[q + e] = fmaf(cc[e], h[k], y[q + e]);
+            }
+        }
+    }
+}
+
 // B and C of a window into shared memory (zero past the end and for states past N), one 16-byte vector of one
 // state per thread and pass: the thread's vectors are state i / (WIN / BCV), steps BCV (i % (WIN / BCV)) of the
 // window for i = tid + k TP_THREADS.
@@ -862,27 +899,9 @@ ssm_fwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
 #pragma unroll
         for (int k = 0; k < NS; ++k) h[k] = 0.f;
         __syncthreads();
-        // A. The lane's steps from a zero state, four steps (one float4 of B and of C per state) at a time.
+        // A. The lane's steps from a zero state.
         const int col = (T + 4) * lane;          // SIDX(lane * T)
-#pragma unroll
-        for (int q = 0; q < T; q += 4) {
-#pragma unroll
-            for (int k = 0; k < NS; ++k) {
-                const float4 bq = *reinterpret_cast<const float4 *>(&s_B[k][col + q]);
-                const float bb[4] = {bq.x, bq.y, bq.z, bq.w};
-#if STORE_OUT
-                const float4 cq = *reinterpret_cast<const float4 *>(&s_C[k][col + q]);
-                const float cc[4] = {cq.x, cq.y, cq.z, cq.w};
-#endif
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    h[k] = fmaf(exp2f(dtv[q + e] * A2[k]), h[k], dtu[q + e] * bb[e]);
-#if STORE_OUT
-                    y[q + e] = fmaf(cc[e], h[k], y[q + e]);
-#endif
-                }
-            }
-        }
+        tp_walk<STORE_OUT, false, false>(h, s_B, s_C, col, dtv, dtu, A2, y, nullptr);
         // B. Start states: inclusive scan of (decay, end state) over the lanes, then shifted by one lane.
         float h0[NS];
 #pragma unroll
@@ -957,13 +976,6 @@ ssm_fwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
 //      (atomics: the other blocks of the group add to the same values).
 #if defined(SS_ONLY) && SS_ONLY == 3
 #define RP 2                             // steps per dB/dC reduction round (a float2 per lane and state)
-// exp2 that the compiler may not merge with the same exp2 in another phase: kept from phase 2 to phase 3, the
-// T x NS decays would spill registers; recomputing them is cheaper.
-__device__ __forceinline__ float ex2_again(float x) {
-    float y;
-    asm volatile("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-}
 static_assert(RP == 2 && T % 4 == 0 && (CK == T || CK == 2 * T), "TP backward: checkpoints every T or 2 T steps");
 extern "C" __global__ void __launch_bounds__(TP_THREADS, SS_TP_MINB)
 ssm_bwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__restrict__ A,
@@ -1036,16 +1048,7 @@ ssm_bwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
             float hz[NS];
 #pragma unroll
             for (int k = 0; k < NS; ++k) hz[k] = 0.f;
-#pragma unroll
-            for (int q = 0; q < T; q += 4) {
-#pragma unroll
-                for (int k = 0; k < NS; ++k) {
-                    const float4 bq = *reinterpret_cast<const float4 *>(&s_B[k][col + q]);
-                    const float bb[4] = {bq.x, bq.y, bq.z, bq.w};
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) hz[k] = fmaf(ex2_again(dtv[q + e] * A2[k]), hz[k], dtu[q + e] * bb[e]);
-                }
-            }
+            tp_walk<false, false, true>(hz, s_B, s_C, col, dtv, dtu, A2, nullptr, nullptr);
             const float sum_prev = __shfl_up_sync(0xffffffffu, sum, 1);
 #pragma unroll
             for (int k = 0; k < NS; ++k) {
@@ -1054,32 +1057,10 @@ ssm_bwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
             }
         }
         // 2. True states of the lane's steps (and y, with z).
-        float hist[T][NS];
-#if HAS_Z
-        float y[T];
+        float hist[T][NS], y[T];
 #pragma unroll
         for (int j = 0; j < T; ++j) y[j] = 0.f;
-#endif
-#pragma unroll
-        for (int q = 0; q < T; q += 4) {
-#pragma unroll
-            for (int k = 0; k < NS; ++k) {
-                const float4 bq = *reinterpret_cast<const float4 *>(&s_B[k][col + q]);
-                const float bb[4] = {bq.x, bq.y, bq.z, bq.w};
-#if HAS_Z
-                const float4 cq = *reinterpret_cast<const float4 *>(&s_C[k][col + q]);
-                const float cc[4] = {cq.x, cq.y, cq.z, cq.w};
-#endif
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    h[k] = fmaf(exp2f(dtv[q + e] * A2[k]), h[k], dtu[q + e] * bb[e]);
-                    hist[q + e][k] = h[k];
-#if HAS_Z
-                    y[q + e] = fmaf(cc[e], h[k], y[q + e]);
-#endif
-                }
-            }
-        }
+        tp_walk<HAS_Z, true, false>(h, s_B, s_C, col, dtv, dtu, A2, y, hist);
         // dy (through the z gate), dz, dD.
 #if HAS_Z
         {
