@@ -305,6 +305,38 @@ def test_reverse_scan_equals_the_flipped_scan_on_gpu(seqlen, segments):
         torch.testing.assert_close(gr, gf.flip(-1) if along_l else gf, rtol=1e-4, atol=1e-4, msg=name)
 
 
+def test_launch_plans_are_reused_per_call_signature(monkeypatch):
+    """A second call with the same shapes reuses the plan (the same ctypes argument arrays, only the tensor
+    addresses written again); another shape or configuration override gets its own; the cache is bounded."""
+    built = []
+
+    def fake_run(plan, tensors, device):      # the real run without the launches
+        for name, slot in plan.slots.items():
+            t = tensors.get(name)
+            slot.value = t.data_ptr() if t is not None else None
+        built.append((plan, tensors['u'].data_ptr(), plan.slots['u'].value))
+
+    monkeypatch.setattr(cs, '_kernel', lambda name, defines, device: _FakeKernel(name))
+    monkeypatch.setattr(cs._Plan, 'run', fake_run)
+    monkeypatch.setattr(cs, '_PLANS', threading.local())
+    monkeypatch.setattr(cs, '_sm_count', lambda device: 132)
+
+    def call(batch=2, seqlen=64):
+        u, delta = torch.randn(batch, 8, seqlen), torch.randn(batch, 8, seqlen)
+        B4 = torch.randn(batch, 1, 4, seqlen)
+        return cs._fwd(u, delta, -torch.rand(8, 4), B4, B4.clone(), None, None, None, True, False)
+
+    call(), call()
+    assert built[0][0] is built[1][0] and built[1][1] == built[1][2] != built[0][1]
+    call(seqlen=65)
+    monkeypatch.setitem(cs._CONFIG_OVERRIDE, 'TP', 1)
+    call()
+    assert len({id(p) for p, _, _ in built}) == 3
+    monkeypatch.setattr(cs, '_MAX_PLANS', 2)
+    call(batch=3)
+    assert len(cs._PLANS.cache) == 1
+
+
 def _tp_inputs(batch, dim, seqlen, dstate, dtype, with_z, misaligned, seed):
     g = torch.Generator(device='cuda').manual_seed(seed)
     kw = dict(device='cuda', generator=g)

@@ -434,6 +434,7 @@ class _Plan:
 
 
 _PLANS = threading.local()       # per thread: a plan's slots are written just before its launches
+_MAX_PLANS = 512                 # per thread; past it the cache starts over (many input sizes, e.g. at inference)
 
 
 def _cached_plan(key, build, *args):
@@ -443,6 +444,8 @@ def _cached_plan(key, build, *args):
         cache = _PLANS.cache = {}
     plan = cache.get(key)
     if plan is None:
+        if len(cache) >= _MAX_PLANS:
+            cache.clear()
         plan = cache[key] = build(*args)
     return plan
 
