@@ -26,9 +26,7 @@ class _NoKernel:
 
 
 def _fill_slots_only(plan, tensors, device):
-    for name, slot in plan.slots.items():
-        t = tensors.get(name)
-        slot.value = t.data_ptr() if t is not None else None
+    plan.fill(tensors)
 
 
 def main():

@@ -311,9 +311,7 @@ def test_launch_plans_are_reused_per_call_signature(monkeypatch):
     built = []
 
     def fake_run(plan, tensors, device):      # the real run without the launches
-        for name, slot in plan.slots.items():
-            t = tensors.get(name)
-            slot.value = t.data_ptr() if t is not None else None
+        plan.fill(tensors)
         built.append((plan, tensors['u'].data_ptr(), plan.slots['u'].value))
 
     monkeypatch.setattr(cs, '_kernel', lambda name, defines, device: _FakeKernel(name))

@@ -96,7 +96,7 @@ _PRIMARY = {}        # device index -> its primary context (retained once)
 
 
 def _ensure_context(device):
-    """Make the device's primary context (PyTorch's) current on this thread.  Driver calls need a current context;
+    """Make the device's primary context (PyTorch's) current on this thread; returns the driver library.  Driver calls need a current context;
     PyTorch's runtime calls bind it lazily, so a thread that has made none yet (autograd's device thread, when the
     backward builds or launches a kernel first) has none: cuModuleLoadData failed there with CUDA error 201."""
     _, cuda = _libs()
@@ -111,6 +111,7 @@ def _ensure_context(device):
     _check_cu(cuda.cuCtxGetCurrent(ctypes.byref(cur)), 'cuCtxGetCurrent')
     if cur.value != ctx.value:
         _check_cu(cuda.cuCtxSetCurrent(ctx), 'cuCtxSetCurrent')
+    return cuda
 
 
 def _nvrtc_cubin(source, options):
@@ -178,9 +179,8 @@ def _kernel(name, defines, device):
         options = compile_options(name, defines, f'sm_{major}{minor}')
         try:
             cubin = _nvrtc_cubin(source, options)
-            _, cuda = _libs()
             with torch.cuda.device(device):
-                _ensure_context(device)
+                cuda = _ensure_context(device)
                 module = ctypes.c_void_p()
                 _check_cu(cuda.cuModuleLoadData(ctypes.byref(module), cubin), 'cuModuleLoadData')
                 func = ctypes.c_void_p()
@@ -421,13 +421,16 @@ class _Plan:
     def slot(self, name):
         return self.slots.setdefault(name, ctypes.c_void_p())
 
-    def run(self, tensors, device):
-        """Fill the slots from ``tensors`` (name -> tensor or None) and launch."""
+    def fill(self, tensors):
+        """Write the addresses of ``tensors`` (name -> tensor or None) into the slots."""
         for name, slot in self.slots.items():
             t = tensors.get(name)
             slot.value = t.data_ptr() if t is not None else None
-        _, cuda = _libs()
-        _ensure_context(device)
+
+    def run(self, tensors, device):
+        """Fill the slots from ``tensors`` and launch."""
+        self.fill(tensors)
+        cuda = _ensure_context(device)
         stream = ctypes.c_void_p(torch.cuda.current_stream(device).cuda_stream)
         for launch in self.launches:
             launch(cuda, stream)

@@ -689,10 +689,16 @@ template <int KIND> __device__ __forceinline__ void unpack16(uint4 v, float *f) 
 
 // The 16 bytes of row p at the time steps t, t + 1, ... (16 / sizeof(E) of them), raw, in step order; zero past
 // the end or when !ok.  One vector load when ``vec`` (aligned rows) and the steps are whole and aligned in memory.
+// Lowest memory position of the V time steps from t when they can move as one aligned 16-byte vector, else -1.
+template <int V> __device__ __forceinline__ int vec_pos(int t, int L, bool vec) {
+    const int lo = REVERSE ? L - t - V : t;
+    return (vec && lo >= 0 && lo + V <= L && lo % V == 0) ? lo : -1;
+}
+
 template <typename E> __device__ __forceinline__ uint4 fetch16(const E *p, int t, int L, bool vec, bool ok) {
     constexpr int V = 16 / sizeof(E);
-    const int lo = REVERSE ? L - t - V : t;          // lowest memory position of the steps
-    if (ok && vec && lo >= 0 && lo + V <= L && lo % V == 0) {
+    const int lo = ok ? vec_pos<V>(t, L, vec) : -1;
+    if (lo >= 0) {
         const uint4 v = *reinterpret_cast<const uint4 *>(p + lo);
         if (!REVERSE) return v;
         if constexpr (V == 4) return make_uint4(v.w, v.z, v.y, v.x);
@@ -713,12 +719,6 @@ template <typename E> __device__ __forceinline__ uint4 fetch16(const E *p, int t
     return make_uint4(w[0], w[1], w[2], w[3]);
 }
 
-// Lowest memory position of the T steps from time step tl, or -1 when they cannot move as vectors.
-__device__ __forceinline__ int tp_vec_pos(int tl, int L, bool vec) {
-    const int lo = REVERSE ? L - tl - T : tl;
-    return (vec && lo >= 0 && lo + T <= L && lo % VEC == 0) ? lo : -1;
-}
-
 // r[j] = row p at time step tl + j (zero past the end).
 __device__ __forceinline__ void tp_load_row(float *r, const in_t *p, int tl, int L, bool vec) {
 #pragma unroll
@@ -737,21 +737,21 @@ __device__ __forceinline__ uint4 pack16(const float *f) {
     return make_uint4(w[0], w[1], w[2], w[3]);
 }
 
+// Row p at time steps tl .. tl + T - 1 = r (steps past the end not written), a 16-byte vector where it can.
 __device__ __forceinline__ void tp_store_row(in_t *p, const float *r, int tl, int L, bool vec) {
-    const int lo = tp_vec_pos(tl, L, vec);
-    if (lo >= 0) {
 #pragma unroll
-        for (int k = 0; k < T / VEC; ++k) {
+    for (int k = 0; k < T / VEC; ++k) {
+        const int t = tl + k * VEC, lo = vec_pos<VEC>(t, L, vec);
+        if (lo >= 0) {
             float f[VEC];
 #pragma unroll
-            for (int e = 0; e < VEC; ++e)
-                f[e] = r[REVERSE ? T - 1 - (k * VEC + e) : k * VEC + e];
-            *reinterpret_cast<uint4 *>(p + lo + k * VEC) = pack16(f);
-        }
-    } else {
+            for (int e = 0; e < VEC; ++e) f[e] = r[k * VEC + (REVERSE ? VEC - 1 - e : e)];
+            *reinterpret_cast<uint4 *>(p + lo) = pack16(f);
+        } else {
 #pragma unroll
-        for (int j = 0; j < T; ++j)
-            if (tl + j < L) p[POS(tl + j)] = st_in(r[j]);
+            for (int e = 0; e < VEC; ++e)
+                if (t + e < L) p[POS(t + e)] = st_in(r[k * VEC + e]);
+        }
     }
 }
 
