@@ -16,7 +16,9 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mamba_sr_archs.ops import cuda_scan  # noqa: E402
+from bench_gpu import parse_override  # noqa: E402  (the benchmarks' KEY=INT,... parser)
 
 # name -> (batch, channels, L, N, grouped B/C (b, 1, N, L), gate z): the scan calls of the networks' training steps
 SHAPES = {'MambaIRv2-light': (16, 96, 4096, 8, True, False), 'MMA-B': (16, 384, 4096, 16, False, True),
@@ -36,8 +38,7 @@ def main():
     ap.add_argument('--override', default='', metavar='KEY=INT[,KEY=INT]',
                     help='cuda_scan._CONFIG_OVERRIDE entries for the run, e.g. TP=0 or TP_PF=0')
     args = ap.parse_args()
-    pairs = (kv.split('=') for kv in args.override.split(',') if kv)
-    cuda_scan._CONFIG_OVERRIDE.update({k: int(v) for k, v in pairs})
+    cuda_scan._CONFIG_OVERRIDE.update(parse_override(args.override))
     dtype = {'fp32': torch.float32, 'bf16': torch.bfloat16}[args.dtype]
     for name in args.shapes:
         b, d, L, N, grouped, has_z = SHAPES[name]
