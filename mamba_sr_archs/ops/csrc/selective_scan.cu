@@ -662,6 +662,12 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
 #ifndef SS_TP_PF
 #define SS_TP_PF 0                   // 1: load the next window while computing this one (spills); 0: at its start
 #endif
+#ifndef SS_TP_FS
+#define SS_TP_FS 1                   // forward: 1 one state at a time (one exp2 per state-step); 0 all states at once
+#endif
+#ifndef SS_TP_BS
+#define SS_TP_BS 1                   // backward: the same choice
+#endif
 #define TP_THREADS (DB * 32)
 #define WIN (32 * T)                 // steps per window
 #define WP (32 * (T + 4))            // shared row pitch of one state's B (or C) over a window
@@ -792,6 +798,25 @@ __device__ __forceinline__ void tp_walk(float *h, const float (*s_B)[WP], const 
     }
 }
 
+// The start state of each lane's steps from its steps' total decay P and end state H from a zero state: an
+// inclusive scan of (P, H) over the lanes, shifted by one lane; ``carry`` (the state before the window) goes to
+// lane 0 and becomes the state after the window's last step.
+__device__ __forceinline__ float tp_lane_start(float P, float H, float &carry, int lane) {
+#pragma unroll
+    for (int off = 1; off < 32; off *= 2) {
+        const float Pp = __shfl_up_sync(0xffffffffu, P, off), Hp = __shfl_up_sync(0xffffffffu, H, off);
+        if (lane >= off) {
+            H = fmaf(P, Hp, H);
+            P *= Pp;
+        }
+    }
+    const float incl = fmaf(P, carry, H);        // the true state after the lane's last step
+    const float prev = __shfl_up_sync(0xffffffffu, incl, 1);
+    const float h0 = lane == 0 ? carry : prev;
+    carry = __shfl_sync(0xffffffffu, incl, 31);
+    return h0;
+}
+
 // B and C of a window into shared memory (zero past the end and for states past N), one 16-byte vector of one
 // state per thread and pass: the thread's vectors are state i / (WIN / BCV), steps BCV (i % (WIN / BCV)) of the
 // window for i = tid + k TP_THREADS.
@@ -899,36 +924,60 @@ ssm_fwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
 #pragma unroll
         for (int k = 0; k < NS; ++k) h[k] = 0.f;
         __syncthreads();
-        // A. The lane's steps from a zero state.
         const int col = (T + 4) * lane;          // SIDX(lane * T)
+        const bool at_ckpt = valid_d && tl < L && tl % CK == 0;    // the state before step tl: checkpoint tl / CK
+#if SS_TP_FS
+        // One state at a time: its decays a_j and inputs dt_j u_j B_j over the lane's steps (in registers), the
+        // lane's end state from a zero state, the start states from a scan over the lanes, then the true states
+        // h_j = a_j h_{j-1} + dt_j u_j B_j and their part C_j h_j of the outputs.  One exp2 per state-step.
+#pragma unroll
+        for (int k = 0; k < NS; ++k) {
+            float a[T], bu[T], H = 0.f;
+#pragma unroll
+            for (int q = 0; q < T; q += 4) {
+                const float4 bq = *reinterpret_cast<const float4 *>(&s_B[k][col + q]);
+                const float bb[4] = {bq.x, bq.y, bq.z, bq.w};
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    a[q + e] = exp2f(dtv[q + e] * A2[k]);
+                    bu[q + e] = dtu[q + e] * bb[e];
+                    H = fmaf(a[q + e], H, bu[q + e]);
+                }
+            }
+            const float h0 = tp_lane_start(exp2f(A2[k] * sum), H, carry[k], lane);
+#if STORE_CKPT
+            if (at_ckpt && k < N) ckpt[((b * dim + d) * (long long)n_ckpt + tl / CK) * N + k] = h0;
+#endif
+#if STORE_OUT
+            float hk = h0;
+#pragma unroll
+            for (int q = 0; q < T; q += 4) {
+                const float4 cq = *reinterpret_cast<const float4 *>(&s_C[k][col + q]);
+                const float cc[4] = {cq.x, cq.y, cq.z, cq.w};
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    hk = fmaf(a[q + e], hk, bu[q + e]);
+                    y[q + e] = fmaf(cc[e], hk, y[q + e]);
+                }
+            }
+#endif
+        }
+#else
+        // A. The lane's steps from a zero state.
         tp_walk<STORE_OUT, false, false>(h, s_B, s_C, col, dtv, dtu, A2, y, nullptr);
         // B. Start states: inclusive scan of (decay, end state) over the lanes, then shifted by one lane.
         float h0[NS];
 #pragma unroll
-        for (int k = 0; k < NS; ++k) {
-            float P = exp2f(A2[k] * sum), H = h[k];
-#pragma unroll
-            for (int off = 1; off < 32; off *= 2) {
-                const float Pp = __shfl_up_sync(0xffffffffu, P, off), Hp = __shfl_up_sync(0xffffffffu, H, off);
-                if (lane >= off) {
-                    H = fmaf(P, Hp, H);
-                    P *= Pp;
-                }
-            }
-            const float incl = fmaf(P, carry[k], H);        // the true state after the lane's last step
-            const float prev = __shfl_up_sync(0xffffffffu, incl, 1);
-            h0[k] = lane == 0 ? carry[k] : prev;
-            carry[k] = __shfl_sync(0xffffffffu, incl, 31);
-        }
+        for (int k = 0; k < NS; ++k) h0[k] = tp_lane_start(exp2f(A2[k] * sum), h[k], carry[k], lane);
 #if STORE_CKPT
-        if (valid_d && tl < L && tl % CK == 0) {           // the state before step tl: checkpoint tl / CK
+        if (at_ckpt) {
 #pragma unroll
             for (int k = 0; k < NS; ++k)
                 if (k < N) ckpt[((b * dim + d) * (long long)n_ckpt + tl / CK) * N + k] = h0[k];
         }
 #endif
 #if STORE_OUT
-        // C. The start state's part of the outputs, then D u and the z gate.
+        // C. The start state's part of the outputs.
 #pragma unroll
         for (int q = 0; q < T; q += 4) {
 #pragma unroll
@@ -940,6 +989,10 @@ ssm_fwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
                     y[q + e] = fmaf(cc[e], exp2f(A2[k] * cd[q + e]), y[q + e]);
             }
         }
+#endif
+#endif
+#if STORE_OUT
+        // D u and the z gate.
         // u and z are read again here (cache hits) rather than held in registers through the window.
         if (HAS_D) {
             tp_load_row(uv, p_u, tl, L, vec & 1);
@@ -977,6 +1030,69 @@ ssm_fwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
 #if defined(SS_ONLY) && SS_ONLY == 3
 #define RP 2                             // steps per dB/dC reduction round (a float2 per lane and state)
 static_assert(RP == 2 && T % 4 == 0 && (CK == T || CK == 2 * T), "TP backward: checkpoints every T or 2 T steps");
+#if SS_TP_BS
+#define RPITCH (T + 4)                   // s_red row pitch of a lane's steps: float4 stores hit distinct bank quads
+// A state's decays a_j = exp(dt_j A) and inputs dt_j u_j B_j over the lane's steps (s_Bk: its B row of the window).
+__device__ __forceinline__ void tp_state_inputs(float *a, float *bu, const float *s_Bk, int col, const float *dtv,
+                                                const float *dtu, float A2k) {
+#pragma unroll
+    for (int q = 0; q < T; q += 4) {
+        const float4 bq = *reinterpret_cast<const float4 *>(&s_Bk[col + q]);
+        const float bb[4] = {bq.x, bq.y, bq.z, bq.w};
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            a[q + e] = exp2f(dtv[q + e] * A2k);
+            bu[q + e] = dtu[q + e] * bb[e];
+        }
+    }
+}
+
+// A state's value before the lane's first step: the checkpoint hc of the lane's chunk, or with CK = 2 T for odd
+// lanes the even lane's end state from it (the even lane's steps from a zero state, shifted over by one lane).
+__device__ __forceinline__ float tp_bwd_start(const float *a, const float *bu, float hc, float A2k, float sum,
+                                              int lane) {
+    if (CK == T) return hc;
+    float Hz = 0.f;
+#pragma unroll
+    for (int j = 0; j < T; ++j) Hz = fmaf(a[j], Hz, bu[j]);
+    const float sum_prev = __shfl_up_sync(0xffffffffu, sum, 1), hz_prev = __shfl_up_sync(0xffffffffu, Hz, 1);
+    return (lane & 1) ? fmaf(exp2f(A2k * sum_prev), hc, hz_prev) : hc;
+}
+
+// Adds the block's dB (s_red[0]) or dC (s_red[1]) partials of one state, summed over its channels (warps), to the
+// state's rows of dB and dC at the window from t0: a 16-byte vector of 4 steps per thread and pass where L allows.
+__device__ __forceinline__ void tp_add_dbc(const float (*s_red)[DB][32 * RPITCH], float *dB_k, float *dC_k, int t0,
+                                           int L, int tid) {
+#pragma unroll
+    for (int i = tid; i < 2 * 32 * (T / 4); i += TP_THREADS) {
+        const int which = i / (32 * (T / 4)), ls = (i / (T / 4)) % 32, q = 4 * (i % (T / 4));
+        float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+        for (int w2 = 0; w2 < DB; ++w2) {
+            const float4 x = *reinterpret_cast<const float4 *>(&s_red[which][w2][RPITCH * ls + q]);
+            v.x += x.x; v.y += x.y; v.z += x.z; v.w += x.w;
+        }
+        float *row_k = which ? dC_k : dB_k;
+        const int t = t0 + ls * T + q;
+        if (t + 3 < L && L % 4 == 0) {
+            // the 4 steps at 4 aligned positions (L % 4 == 0); reversed, position POS(t + 3) is the lowest
+            float *p = row_k + (REVERSE ? POS(t + 3) : POS(t));
+            const float4 m = REVERSE ? make_float4(v.w, v.z, v.y, v.x) : v;
+#if __CUDA_ARCH__ >= 900
+            asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};" :: "l"(p), "f"(m.x), "f"(m.y), "f"(m.z),
+                         "f"(m.w) : "memory");
+#else
+            atomicAdd(p, m.x); atomicAdd(p + 1, m.y); atomicAdd(p + 2, m.z); atomicAdd(p + 3, m.w);
+#endif
+        } else {
+            const float f[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+                if (t + e < L) atomicAdd(row_k + POS(t + e), f[e]);
+        }
+    }
+}
+#endif
 extern "C" __global__ void __launch_bounds__(TP_THREADS, SS_TP_MINB)
 ssm_bwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__restrict__ A,
            const bc_t *__restrict__ Bm, const bc_t *__restrict__ Cm, const float *__restrict__ Dv,
@@ -990,7 +1106,11 @@ ssm_bwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
            long long s_zb, long long s_zd, long long s_gb, long long s_gd) {
     __shared__ __align__(16) float s_B[NS][WP];
     __shared__ __align__(16) float s_C[NS][WP];
+#if SS_TP_BS
+    __shared__ __align__(16) float s_red[2][DB][32 * RPITCH];    // (dB | dC, warp, lane-step) partials of a state
+#else
     __shared__ __align__(16) float s_red[2][NS][DB][32 * RP];   // (dB | dC, state, warp, lane-step) partials
+#endif
     const int tid = threadIdx.x, lane = tid & 31, wp = tid / 32;
     const int blk = blockIdx.x, g = blk / n_dblk, c = (blk % n_dblk) * DB + wp;
     const long long b = blockIdx.y;
@@ -1040,6 +1160,118 @@ ssm_bwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
             sum += v;
         }
         __syncthreads();
+#if SS_TP_BS
+        // One state at a time (one exp2 per state-step; no T x NS arrays).  With z, the outputs need every state's
+        // states first: a pass over the states for y, then dz and dy.
+        float q[T], r[T];                        // sum_n G B, sum_n w A of the lane's steps
+#pragma unroll
+        for (int j = 0; j < T; ++j) q[j] = r[j] = 0.f;
+#if HAS_Z
+        {
+            float y[T], zv[T];
+#pragma unroll
+            for (int j = 0; j < T; ++j) y[j] = 0.f;
+#pragma unroll
+            for (int k = 0; k < NS; ++k) {
+                float a[T], bu[T];
+                tp_state_inputs(a, bu, s_B[k], col, dtv, dtu, A2[k]);
+                float h = tp_bwd_start(a, bu, hc[k], A2[k], sum, lane);
+#pragma unroll
+                for (int qq = 0; qq < T; qq += 4) {
+                    const float4 cq = *reinterpret_cast<const float4 *>(&s_C[k][col + qq]);
+                    const float cc[4] = {cq.x, cq.y, cq.z, cq.w};
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        h = fmaf(a[qq + e], h, bu[qq + e]);
+                        y[qq + e] = fmaf(cc[e], h, y[qq + e]);
+                    }
+                }
+            }
+            tp_load_row(zv, z + b * s_zb + d * s_zd, tl, L, vrow);
+#pragma unroll
+            for (int j = 0; j < T; ++j) {
+                const float zz = zv[j], sz = sigmoid_f(zz), gv = dyv[j];
+                const float yv = HAS_D ? fmaf(Dd, uv[j], y[j]) : y[j];
+                zv[j] = gv * yv * sz * (1.f + zz * (1.f - sz));        // dz
+                dyv[j] = gv * zz * sz;
+            }
+            if (valid_d) tp_store_row(dz + row, zv, tl, L, vrow);
+        }
+#endif
+        if (HAS_D) {
+#pragma unroll
+            for (int j = 0; j < T; ++j) dD_acc = fmaf(dyv[j], uv[j], dD_acc);      // zero past the end (dy = 0)
+        }
+#pragma unroll
+        for (int k = 0; k < NS; ++k) {
+            // 1, 2. The state's decays and inputs, its start state and true states over the lane's steps.
+            float a[T], bu[T], hs[T], cc[T];
+            tp_state_inputs(a, bu, s_B[k], col, dtv, dtu, A2[k]);
+            float h = tp_bwd_start(a, bu, hc[k], A2[k], sum, lane);
+#pragma unroll
+            for (int j = 0; j < T; ++j) hs[j] = h = fmaf(a[j], h, bu[j]);
+            // 3. dh: the lane's (total decay, dh passed to the lane before) from a zero dh, scanned over the lanes
+            // from the last (lane l's dh out is P_l (dh in) + H_l, dh in = lane l+1's out), ...
+#pragma unroll
+            for (int qq = 0; qq < T; qq += 4) {
+                const float4 cq = *reinterpret_cast<const float4 *>(&s_C[k][col + qq]);
+                cc[qq] = cq.x; cc[qq + 1] = cq.y; cc[qq + 2] = cq.z; cc[qq + 3] = cq.w;
+            }
+            float Gz = 0.f;
+#pragma unroll
+            for (int j = T - 1; j >= 0; --j) Gz = fmaf(cc[j], dyv[j], Gz) * a[j];
+            float P = exp2f(A2[k] * sum), H = Gz;
+#pragma unroll
+            for (int off = 1; off < 32; off *= 2) {
+                const float Pn = __shfl_down_sync(0xffffffffu, P, off), Hn = __shfl_down_sync(0xffffffffu, H, off);
+                if (lane + off < 32) {
+                    H = fmaf(P, Hn, H);
+                    P *= Pn;
+                }
+            }
+            const float out = fmaf(P, carry[k], H);
+            const float next = __shfl_down_sync(0xffffffffu, out, 1);
+            float E = lane == 31 ? carry[k] : next;
+            carry[k] = __shfl_sync(0xffffffffu, out, 0);
+            // ... then the lane's steps back from the dh entering it.  w = G a_j h_{j-1} = G (h_j - dt u B).
+            float pb[T], pc[T], bb[T];
+#pragma unroll
+            for (int qq = 0; qq < T; qq += 4) {
+                const float4 bq = *reinterpret_cast<const float4 *>(&s_B[k][col + qq]);
+                bb[qq] = bq.x; bb[qq + 1] = bq.y; bb[qq + 2] = bq.z; bb[qq + 3] = bq.w;
+            }
+#pragma unroll
+            for (int j = T - 1; j >= 0; --j) {
+                E = fmaf(cc[j], dyv[j], E);
+                const float w = E * (hs[j] - bu[j]);
+                dA_acc[k] = fmaf(w, dtv[j], dA_acc[k]);
+                q[j] = fmaf(E, bb[j], q[j]);
+                r[j] = fmaf(w, A2[k], r[j]);
+                pb[j] = E * dtu[j];
+                pc[j] = hs[j] * dyv[j];
+                E *= a[j];
+            }
+            // dB, dC of the state: summed over the block's channels in shared memory, added to memory.
+            __syncthreads();                     // the previous state's reads of s_red are done
+#pragma unroll
+            for (int qq = 0; qq < T; qq += 4) {
+                *reinterpret_cast<float4 *>(&s_red[0][wp][RPITCH * lane + qq]) =
+                    make_float4(pb[qq], pb[qq + 1], pb[qq + 2], pb[qq + 3]);
+                *reinterpret_cast<float4 *>(&s_red[1][wp][RPITCH * lane + qq]) =
+                    make_float4(pc[qq], pc[qq + 1], pc[qq + 2], pc[qq + 3]);
+            }
+            __syncthreads();
+            if (k < N) tp_add_dbc(s_red, (dBg + (long long)k * L), (dCg + (long long)k * L), t0, L, tid);
+        }
+        // du = dt sum_n G B + D dy, ddelta = (u sum_n G B + sum_n w A) softplus'.
+        float dus[T], dds[T];
+#pragma unroll
+        for (int j = 0; j < T; ++j) {
+            dus[j] = fmaf(Dd, HAS_D ? dyv[j] : 0.f, dtv[j] * q[j]);
+            dds[j] = fmaf(uv[j], q[j], r[j] * 0.6931471805599453f) * sg[j];
+            if (tl + j < L) dbias_acc += dds[j];
+        }
+#else
         // 1. Start states.
         float h[NS];
 #pragma unroll
@@ -1176,6 +1408,7 @@ ssm_bwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
             }
             __syncthreads();
         }
+#endif
         if (valid_d) {
             tp_store_row(du + row, dus, tl, L, vrow);
             tp_store_row(ddt + row, dds, tl, L, vrow);
