@@ -9,7 +9,8 @@ Sections (each guarded, so one failure does not hide the others):
    outputs poisoned with NaN beforehand, forward run twice and compared bit for bit; extreme valid values
    (delta up to 10 after softplus, A in [-64, -1e-3]) must stay finite;
 3. timings (median of triton.testing.do_bench) of forward and forward+backward at the networks' scan shapes,
-   with the HBM floor (bytes that must move / measured copy bandwidth) beside each;
+   with the HBM floor (bytes that must move / measured copy bandwidth) beside each: eager calls, and the same call
+   replayed from a CUDA graph (the GPU's time alone); with mamba_ssm, its time / ours for each;
 4. a small launch-configuration sweep;
 5. optionally mamba_ssm's CUDA kernel (built here for the present GPU's arch only from an sdist folder given by
    --mamba-src; the build runs in a background process while sections 2-4 run).
@@ -307,6 +308,38 @@ def time_fn(fn, ins, grad=False, rep=200):
     return ms
 
 
+def time_fn_graph(fn, ins, grad=False, rep=200):
+    """GPU time of one call (forward, or forward+backward with ``grad``): the call captured once in a CUDA graph and
+    replayed, so the host's time to issue it is not in the figure (``time_fn`` includes it wherever the host is
+    slower than the GPU)."""
+    from triton.testing import do_bench
+    leaves = [t.requires_grad_() for t in ins if t is not None] if grad else []
+    try:
+        with torch.set_grad_enabled(grad):
+            gout = torch.randn_like(fn(*ins)) if grad else None
+
+            def step():
+                out = fn(*ins)
+                if grad:
+                    out.backward(gout)
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):         # warm-up off the default stream, as graph capture asks
+                for _ in range(3):
+                    step()
+            torch.cuda.current_stream().wait_stream(side)
+            for t in leaves:
+                t.grad = None                     # the captured backward writes fresh gradients on every replay
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                step()
+        return do_bench(graph.replay, warmup=25, rep=rep, return_mode='median')
+    finally:
+        for t in leaves:
+            t.requires_grad_(False)
+            t.grad = None
+
+
 # One image at inference (LR 256x256 -> L = 65536, batch 1) at each network's scan width: (name, d, N, G, z).
 SEGMENT_SHAPES = [('MambaIRv2-light infer', 96, 8, 1, False), ('MPSI infer', 120, 16, 0, True),
                   ('MMA-B infer', 384, 16, 0, True)]
@@ -338,9 +371,10 @@ def section_segments(results, counts=(1, 2, 4, 8, 16)):
 
 
 def section_timing(results, bw, mamba_fn=None, triton_impl=True, key='timing', impls=('triton',)):
-    log('\n== Timings (median ms; floor = bytes that must move / measured copy bandwidth) ==')
+    log('\n== Timings (median ms; floor = bytes that must move / measured copy bandwidth; GPU = the call replayed '
+        'from a CUDA graph, without host time) ==')
     log(f"{'shape':<20} {'b':>3} {'d':>4} {'L':>6} {'N':>3} {'dtype':<5} {'impl':<7} {'fwd ms':>8} "
-        f"{'fwd floor':>9} {'fwd+bwd ms':>10} {'f+b floor':>9} {'f+b % floor':>11}")
+        f"{'fwd floor':>9} {'fwd+bwd ms':>10} {'f+b floor':>9} {'f+b % floor':>11} {'fwd GPU':>8} {'f+b GPU':>8}")
     rows = []
     for name, b, d, L, N, G, has_z in SHAPES:
         for dtype in (torch.float32, torch.bfloat16):
@@ -355,6 +389,8 @@ def section_timing(results, bw, mamba_fn=None, triton_impl=True, key='timing', i
                     ins = timing_inputs(b, d, L, N, G, has_z, dtype)
                     t_f = time_fn(fn, ins)
                     t_fb = time_fn(fn, ins, grad=True)
+                    g_f = time_fn_graph(fn, ins)
+                    g_fb = time_fn_graph(fn, ins, grad=True)
                 except Exception as exc:
                     log(f'{name} {dtype} {impl}: FAILED {exc!r}')
                     traceback.print_exc()
@@ -362,9 +398,10 @@ def section_timing(results, bw, mamba_fn=None, triton_impl=True, key='timing', i
                 fl_f = fb / bw * 1e3
                 fl_fb = (fb + bb) / bw * 1e3
                 log(f"{name:<20} {b:>3} {d:>4} {L:>6} {N:>3} {str(dtype)[6:][:5]:<5} {impl:<7} {t_f:8.3f} "
-                    f"{fl_f:9.3f} {t_fb:10.3f} {fl_fb:9.3f} {100 * fl_fb / t_fb:10.0f}%")
+                    f"{fl_f:9.3f} {t_fb:10.3f} {fl_fb:9.3f} {100 * fl_fb / t_fb:10.0f}% {g_f:8.3f} {g_fb:8.3f}")
                 rows.append(dict(shape=name, b=b, d=d, L=L, N=N, G=G, z=has_z, dtype=str(dtype), impl=impl,
-                                 fwd_ms=t_f, fwdbwd_ms=t_fb, fwd_floor_ms=fl_f, fwdbwd_floor_ms=fl_fb,
+                                 fwd_ms=t_f, fwdbwd_ms=t_fb, fwd_gpu_ms=g_f, fwdbwd_gpu_ms=g_fb,
+                                 fwd_floor_ms=fl_f, fwdbwd_floor_ms=fl_fb,
                                  fwd_bytes=fb, bwd_bytes=bb,
                                  kernels=ts._impl_for(b, d, N) if impl == 'triton' else None,
                                  cfg_fwd=ts.launch_config(b, d, max(G, 1), N, L, 'fwd', ts._sm_count(
@@ -566,6 +603,25 @@ def make_mamba_fn(ext):
     return fn
 
 
+def section_ratios(results):
+    """mamba_ssm's time / ours per shape, dtype and pass, eager (host time included) and GPU time (graph replay)."""
+    ours = {(r['shape'], r['dtype']): r for r in results.get('timing', []) if r['impl'] == 'cuda'}
+    theirs = {(r['shape'], r['dtype']): r for r in results.get('timing_mamba', [])}
+    log('\n== mamba_ssm time / ours (x > 1: ours faster); ms as ours vs mamba_ssm ==')
+    log('| shape | dtype | fwd eager | fwd GPU | fwd+bwd eager | fwd+bwd GPU |')
+    log('| --- | --- | --- | --- | --- | --- |')
+    rows = []
+    for key in [k for k in ours if k in theirs]:
+        o, m = ours[key], theirs[key]
+        cells = []
+        for col in ('fwd_ms', 'fwd_gpu_ms', 'fwdbwd_ms', 'fwdbwd_gpu_ms'):
+            cells.append(f"{m[col] / o[col]:.2f}x ({o[col]:.3f} vs {m[col]:.3f})")
+        log(f'| {key[0]} | {key[1][6:]} | ' + ' | '.join(cells) + ' |')
+        rows.append(dict(shape=key[0], dtype=key[1], **{col: m[col] / o[col] for col in
+                                                          ('fwd_ms', 'fwd_gpu_ms', 'fwdbwd_ms', 'fwdbwd_gpu_ms')}))
+    results['ratios'] = rows
+
+
 def section_mamba_check(mamba_fn, results):
     """mamba_ssm's kernel against the float64 reference at one shape, to trust its timings."""
     ins64 = make_inputs(2, 32, 2049, 16, 0, seed=5)
@@ -692,6 +748,7 @@ def main():
                 mamba_fn = make_mamba_fn(load_mamba(args.mamba_src, args.mamba_build_dir))
                 section_mamba_check(mamba_fn, results)
                 section_timing(results, bw, mamba_fn, triton_impl=False, key='timing_mamba')
+                section_ratios(results)
             guarded('mamba_ssm load/check/timing', mamba_sections)
         else:
             log(f'mamba_ssm build failed or timed out (rc={proc.returncode}); log tail:\n{tail}')

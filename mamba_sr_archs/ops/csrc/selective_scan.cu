@@ -643,30 +643,25 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
 
 // Time-parallel forward, for calls with few (batch, channel, state) lanes (N <= 8, e.g. MambaIRv2's scans), where
 // a thread walking the whole sequence would leave the GPU nearly idle.  A warp owns one channel and walks the
-// sequence in windows of 32 T steps; lane l takes the T steps [t0 + l T, t0 + (l + 1) T) with all NS states in
-// registers:
-//   A. from a zero state: the lane's states and partial outputs y_j = C_j . h_j, and cd_j = delta summed up to j;
+// sequence in windows of 32 T steps; lane l takes the T steps [t0 + l T, t0 + (l + 1) T).  One state at a time,
+// with its decays a_j = exp(dt_j A) and inputs dt_j u_j B_j over the lane's steps in registers:
+//   A. the lane's end state from a zero state;
 //   B. a scan over the lanes of (decay exp(A sum delta), end state) pairs gives every lane its true start state h0
 //      (lane 0: the carry from the window before);
-//   C. the outputs get the start state's part, y_j += sum_n C_jn exp(A_n cd_j) h0_n.
+//   C. the true states from h0 and their part C_j h_j of the outputs y_j.
 // Every CK / T-th lane's start state is a checkpoint of the backward (CK: its chunk length).  A block holds DB
 // channels of one (batch, B/C group); they share the window's B and C, staged in shared memory once.  Rows of
 // delta, u, z and the outputs move as 16-byte vectors when ``vec`` & 1 says their rows are aligned (the launcher
 // checks), B and C when ``vec`` & 2 does; else element-wise.  Measured on an H100 at MambaIRv2-light's training
-// shape (b16 d96 L4096 N8): forward 0.083 ms vs 0.146 for the lane kernel with its segment split, 0.133 for
-// mamba_ssm (docs/benchmarks.md).
+// shape (b16 d96 L4096 N8): forward 0.073 ms vs 0.145 for the lane kernel with its segment split, 0.134 for
+// mamba_ssm; walking all states through each step instead (two exp2 per state-step) took 0.086 (run 46,
+// docs/benchmarks.md).
 #if defined(SS_ONLY) && SS_ONLY >= 2
 #ifndef SS_TP_MINB
 #define SS_TP_MINB 3                 // blocks per SM to fit registers for
 #endif
 #ifndef SS_TP_PF
 #define SS_TP_PF 0                   // 1: load the next window while computing this one (spills); 0: at its start
-#endif
-#ifndef SS_TP_FS
-#define SS_TP_FS 1                   // forward: 1 one state at a time (one exp2 per state-step); 0 all states at once
-#endif
-#ifndef SS_TP_BS
-#define SS_TP_BS 1                   // backward: the same choice
 #endif
 #define TP_THREADS (DB * 32)
 #define WIN (32 * T)                 // steps per window
@@ -761,39 +756,17 @@ __device__ __forceinline__ void tp_store_row(in_t *p, const float *r, int tl, in
     }
 }
 
-// A lane's T steps from the states h (updated in place): h_j = exp(dt_j A) h_{j-1} + dt_j u_j B_j, four steps (one
-// float4 of B, and of C, per state) at a time.  WANT_Y: y_j += C_j . h_j; KEEP: hist[j] = h_j; AGAIN: exp2 through
-// ex2_again (not merged with the same exp2 elsewhere, see there).
-__device__ __forceinline__ float ex2_again(float x) {
-    // exp2 that the compiler may not merge with the same exp2 in another phase: in the backward, keeping the T x NS
-    // decays from one phase to the next would spill registers; recomputing them is cheaper.
-    float y;
-    asm volatile("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-}
-
-template <bool WANT_Y, bool KEEP, bool AGAIN>
-__device__ __forceinline__ void tp_walk(float *h, const float (*s_B)[WP], const float (*s_C)[WP], int col,
-                                        const float *dtv, const float *dtu, const float *A2, float *y,
-                                        float (*hist)[NS]) {
+// A state's decays a_j = exp(dt_j A) and inputs dt_j u_j B_j over the lane's steps (s_Bk: its B row of the window).
+__device__ __forceinline__ void tp_state_inputs(float *a, float *bu, const float *s_Bk, int col, const float *dtv,
+                                                const float *dtu, float A2k) {
 #pragma unroll
     for (int q = 0; q < T; q += 4) {
+        const float4 bq = *reinterpret_cast<const float4 *>(&s_Bk[col + q]);
+        const float bb[4] = {bq.x, bq.y, bq.z, bq.w};
 #pragma unroll
-        for (int k = 0; k < NS; ++k) {
-            const float4 bq = *reinterpret_cast<const float4 *>(&s_B[k][col + q]);
-            const float bb[4] = {bq.x, bq.y, bq.z, bq.w};
-            float cc[4] = {0.f, 0.f, 0.f, 0.f};
-            if (WANT_Y) {
-                const float4 cq = *reinterpret_cast<const float4 *>(&s_C[k][col + q]);
-                cc[0] = cq.x; cc[1] = cq.y; cc[2] = cq.z; cc[3] = cq.w;
-            }
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const float a = AGAIN ? ex2_again(dtv[q + e] * A2[k]) : exp2f(dtv[q + e] * A2[k]);
-                h[k] = fmaf(a, h[k], dtu[q + e] * bb[e]);
-                if (KEEP) hist[q + e][k] = h[k];
-                if (WANT_Y) y[q + e] = fmaf(cc[e], h[k], y[q + e]);
-            }
+        for (int e = 0; e < 4; ++e) {
+            a[q + e] = exp2f(dtv[q + e] * A2k);
+            bu[q + e] = dtu[q + e] * bb[e];
         }
     }
 }
@@ -908,7 +881,7 @@ ssm_fwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
         tp_stage_bc(s_B, STORE_OUT ? s_C : s_B, rB, rC, STORE_OUT, tid);
         if (SS_TP_PF && wi + 1 < n_win) fetch(t0 + WIN);
         // delta after bias / softplus (0 past the end: the state passes through), delta * u, and delta's running sum.
-        float dtu[T], cd[T], y[T], h[NS], sum = 0.f;
+        float dtu[T], y[T], sum = 0.f;
 #pragma unroll
         for (int j = 0; j < T; ++j) {
             float v = dtv[j];
@@ -918,32 +891,20 @@ ssm_fwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
             dtv[j] = v;
             dtu[j] = v * uv[j];
             sum += v;
-            cd[j] = sum;
             y[j] = 0.f;
         }
-#pragma unroll
-        for (int k = 0; k < NS; ++k) h[k] = 0.f;
         __syncthreads();
         const int col = (T + 4) * lane;          // SIDX(lane * T)
         const bool at_ckpt = valid_d && tl < L && tl % CK == 0;    // the state before step tl: checkpoint tl / CK
-#if SS_TP_FS
         // One state at a time: its decays a_j and inputs dt_j u_j B_j over the lane's steps (in registers), the
         // lane's end state from a zero state, the start states from a scan over the lanes, then the true states
         // h_j = a_j h_{j-1} + dt_j u_j B_j and their part C_j h_j of the outputs.  One exp2 per state-step.
 #pragma unroll
         for (int k = 0; k < NS; ++k) {
             float a[T], bu[T], H = 0.f;
+            tp_state_inputs(a, bu, s_B[k], col, dtv, dtu, A2[k]);
 #pragma unroll
-            for (int q = 0; q < T; q += 4) {
-                const float4 bq = *reinterpret_cast<const float4 *>(&s_B[k][col + q]);
-                const float bb[4] = {bq.x, bq.y, bq.z, bq.w};
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    a[q + e] = exp2f(dtv[q + e] * A2[k]);
-                    bu[q + e] = dtu[q + e] * bb[e];
-                    H = fmaf(a[q + e], H, bu[q + e]);
-                }
-            }
+            for (int j = 0; j < T; ++j) H = fmaf(a[j], H, bu[j]);
             const float h0 = tp_lane_start(exp2f(A2[k] * sum), H, carry[k], lane);
 #if STORE_CKPT
             if (at_ckpt && k < N) ckpt[((b * dim + d) * (long long)n_ckpt + tl / CK) * N + k] = h0;
@@ -962,35 +923,6 @@ ssm_fwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
             }
 #endif
         }
-#else
-        // A. The lane's steps from a zero state.
-        tp_walk<STORE_OUT, false, false>(h, s_B, s_C, col, dtv, dtu, A2, y, nullptr);
-        // B. Start states: inclusive scan of (decay, end state) over the lanes, then shifted by one lane.
-        float h0[NS];
-#pragma unroll
-        for (int k = 0; k < NS; ++k) h0[k] = tp_lane_start(exp2f(A2[k] * sum), h[k], carry[k], lane);
-#if STORE_CKPT
-        if (at_ckpt) {
-#pragma unroll
-            for (int k = 0; k < NS; ++k)
-                if (k < N) ckpt[((b * dim + d) * (long long)n_ckpt + tl / CK) * N + k] = h0[k];
-        }
-#endif
-#if STORE_OUT
-        // C. The start state's part of the outputs.
-#pragma unroll
-        for (int q = 0; q < T; q += 4) {
-#pragma unroll
-            for (int k = 0; k < NS; ++k) {
-                const float4 cq = *reinterpret_cast<const float4 *>(&s_C[k][col + q]);
-                const float cc[4] = {cq.x * h0[k], cq.y * h0[k], cq.z * h0[k], cq.w * h0[k]};
-#pragma unroll
-                for (int e = 0; e < 4; ++e)
-                    y[q + e] = fmaf(cc[e], exp2f(A2[k] * cd[q + e]), y[q + e]);
-            }
-        }
-#endif
-#endif
 #if STORE_OUT
         // D u and the z gate.
         // u and z are read again here (cache hits) rather than held in registers through the window.
@@ -1016,37 +948,21 @@ ssm_fwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
 #endif
 
 // Time-parallel backward, the same split as ssm_fwd_tp (a warp per channel, lane l owns T steps of a window of
-// 32 T), walking the windows from the end.  Per window:
+// 32 T), walking the windows from the end.  Per window (with z, a first pass over the states gives the outputs, so
+// dz and dy), and per state, one at a time (its decays and inputs in registers: one exp2 per state-step):
 //   1. each lane's start state: the checkpoint of its chunk (CK = T), or with CK = 2 T for odd lanes the even
 //      lane's end state from it (the even lane's steps from a zero state, shifted over by one lane);
-//   2. the lane's true states h_j from there (kept in registers), and with z the outputs and so dz, dy;
+//   2. the lane's true states h_j from there (kept in registers);
 //   3. the reverse recurrence G_j = C_j dy_j + a_{j+1} G_{j+1} of dh: from a zero dh each lane's (decay, dh it
 //      passes on), scanned over the lanes from the last (lane 31 gets the carry from the window after), gives the dh
 //      entering each lane; then the lane walks its steps back from it:
 //        w = G a_j h_{j-1} = G (h_j - dt B u),  dA += w dt,  du = dt sum_n G B + D dy,
 //        ddelta = (u sum_n G B + sum_n w A) softplus',  dB_j = sum_d G dt u,  dC_j = sum_d h dy;
-//      dB and dC are summed over the block's channels in shared memory, RP steps at a time, and added to memory
-//      (atomics: the other blocks of the group add to the same values).
+//      dB and dC are summed over the block's channels in shared memory and added to memory (atomics: the other
+//      blocks of the group add to the same values).
 #if defined(SS_ONLY) && SS_ONLY == 3
-#define RP 2                             // steps per dB/dC reduction round (a float2 per lane and state)
-static_assert(RP == 2 && T % 4 == 0 && (CK == T || CK == 2 * T), "TP backward: checkpoints every T or 2 T steps");
-#if SS_TP_BS
+static_assert(T % 4 == 0 && (CK == T || CK == 2 * T), "TP backward: checkpoints every T or 2 T steps");
 #define RPITCH (T + 4)                   // s_red row pitch of a lane's steps: float4 stores hit distinct bank quads
-// A state's decays a_j = exp(dt_j A) and inputs dt_j u_j B_j over the lane's steps (s_Bk: its B row of the window).
-__device__ __forceinline__ void tp_state_inputs(float *a, float *bu, const float *s_Bk, int col, const float *dtv,
-                                                const float *dtu, float A2k) {
-#pragma unroll
-    for (int q = 0; q < T; q += 4) {
-        const float4 bq = *reinterpret_cast<const float4 *>(&s_Bk[col + q]);
-        const float bb[4] = {bq.x, bq.y, bq.z, bq.w};
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            a[q + e] = exp2f(dtv[q + e] * A2k);
-            bu[q + e] = dtu[q + e] * bb[e];
-        }
-    }
-}
-
 // A state's value before the lane's first step: the checkpoint hc of the lane's chunk, or with CK = 2 T for odd
 // lanes the even lane's end state from it (the even lane's steps from a zero state, shifted over by one lane).
 __device__ __forceinline__ float tp_bwd_start(const float *a, const float *bu, float hc, float A2k, float sum,
@@ -1092,7 +1008,6 @@ __device__ __forceinline__ void tp_add_dbc(const float (*s_red)[DB][32 * RPITCH]
         }
     }
 }
-#endif
 extern "C" __global__ void __launch_bounds__(TP_THREADS, SS_TP_MINB)
 ssm_bwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__restrict__ A,
            const bc_t *__restrict__ Bm, const bc_t *__restrict__ Cm, const float *__restrict__ Dv,
@@ -1106,11 +1021,7 @@ ssm_bwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
            long long s_zb, long long s_zd, long long s_gb, long long s_gd) {
     __shared__ __align__(16) float s_B[NS][WP];
     __shared__ __align__(16) float s_C[NS][WP];
-#if SS_TP_BS
     __shared__ __align__(16) float s_red[2][DB][32 * RPITCH];    // (dB | dC, warp, lane-step) partials of a state
-#else
-    __shared__ __align__(16) float s_red[2][NS][DB][32 * RP];   // (dB | dC, state, warp, lane-step) partials
-#endif
     const int tid = threadIdx.x, lane = tid & 31, wp = tid / 32;
     const int blk = blockIdx.x, g = blk / n_dblk, c = (blk % n_dblk) * DB + wp;
     const long long b = blockIdx.y;
@@ -1160,7 +1071,6 @@ ssm_bwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
             sum += v;
         }
         __syncthreads();
-#if SS_TP_BS
         // One state at a time (one exp2 per state-step; no T x NS arrays).  With z, the outputs need every state's
         // states first: a pass over the states for y, then dz and dy.
         float q[T], r[T];                        // sum_n G B, sum_n w A of the lane's steps
@@ -1271,144 +1181,6 @@ ssm_bwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
             dds[j] = fmaf(uv[j], q[j], r[j] * 0.6931471805599453f) * sg[j];
             if (tl + j < L) dbias_acc += dds[j];
         }
-#else
-        // 1. Start states.
-        float h[NS];
-#pragma unroll
-        for (int k = 0; k < NS; ++k) h[k] = hc[k];
-        if (CK == 2 * T) {
-            float hz[NS];
-#pragma unroll
-            for (int k = 0; k < NS; ++k) hz[k] = 0.f;
-            tp_walk<false, false, true>(hz, s_B, s_C, col, dtv, dtu, A2, nullptr, nullptr);
-            const float sum_prev = __shfl_up_sync(0xffffffffu, sum, 1);
-#pragma unroll
-            for (int k = 0; k < NS; ++k) {
-                const float hz_prev = __shfl_up_sync(0xffffffffu, hz[k], 1);
-                if (lane & 1) h[k] = fmaf(exp2f(A2[k] * sum_prev), hc[k], hz_prev);
-            }
-        }
-        // 2. True states of the lane's steps (and y, with z).
-        float hist[T][NS], y[T];
-#pragma unroll
-        for (int j = 0; j < T; ++j) y[j] = 0.f;
-        tp_walk<HAS_Z, true, false>(h, s_B, s_C, col, dtv, dtu, A2, y, hist);
-        // dy (through the z gate), dz, dD.
-#if HAS_Z
-        {
-            float zv[T];
-            tp_load_row(zv, z + b * s_zb + d * s_zd, tl, L, vrow);
-#pragma unroll
-            for (int j = 0; j < T; ++j) {
-                const float zz = zv[j], sz = sigmoid_f(zz), gv = dyv[j];
-                const float yv = HAS_D ? fmaf(Dd, uv[j], y[j]) : y[j];
-                zv[j] = gv * yv * sz * (1.f + zz * (1.f - sz));        // dz
-                dyv[j] = gv * zz * sz;
-            }
-            if (valid_d) tp_store_row(dz + row, zv, tl, L, vrow);
-        }
-#endif
-        if (HAS_D) {
-#pragma unroll
-            for (int j = 0; j < T; ++j) dD_acc = fmaf(dyv[j], uv[j], dD_acc);      // zero past the end (dy = 0)
-        }
-        // 3. dh: each lane's (total decay, dh passed to the lane before) from a zero dh, ...
-        float E[NS];
-#pragma unroll
-        for (int k = 0; k < NS; ++k) {
-            float Gz = 0.f;
-#pragma unroll
-            for (int q = T - 4; q >= 0; q -= 4) {
-                const float4 cq = *reinterpret_cast<const float4 *>(&s_C[k][col + q]);
-                const float cc[4] = {cq.x, cq.y, cq.z, cq.w};
-#pragma unroll
-                for (int e = 3; e >= 0; --e) Gz = fmaf(cc[e], dyv[q + e], Gz) * ex2_again(dtv[q + e] * A2[k]);
-            }
-            // ... scanned over the lanes from the last: lane l's dh out is P_l (dh in) + H_l, dh in = lane l+1's out.
-            float P = exp2f(A2[k] * sum), H = Gz;
-#pragma unroll
-            for (int off = 1; off < 32; off *= 2) {
-                const float Pn = __shfl_down_sync(0xffffffffu, P, off), Hn = __shfl_down_sync(0xffffffffu, H, off);
-                if (lane + off < 32) {
-                    H = fmaf(P, Hn, H);
-                    P *= Pn;
-                }
-            }
-            const float out = fmaf(P, carry[k], H);
-            const float next = __shfl_down_sync(0xffffffffu, out, 1);
-            E[k] = lane == 31 ? carry[k] : next;
-            carry[k] = __shfl_sync(0xffffffffu, out, 0);
-        }
-        // ... then the lane's steps back from the dh entering it, with the gradients (du, ddelta of step j replace
-        // its delta u and softplus' in dtu[j], sg[j], which are not needed after it).
-        float *dus = dtu, *dds = sg;
-#pragma unroll
-        for (int r0 = T - RP; r0 >= 0; r0 -= RP) {
-            float q[RP], r[RP];                  // sum_n G B, sum_n w A of the round's steps
-#pragma unroll
-            for (int jj = 0; jj < RP; ++jj) q[jj] = r[jj] = 0.f;
-            const int g4 = r0 & ~3;              // the float4 of B / C that holds the round's steps
-#pragma unroll
-            for (int k = 0; k < NS; ++k) {
-                const float4 bq = *reinterpret_cast<const float4 *>(&s_B[k][col + g4]);
-                const float4 cq = *reinterpret_cast<const float4 *>(&s_C[k][col + g4]);
-                const float bb[4] = {bq.x, bq.y, bq.z, bq.w}, cc[4] = {cq.x, cq.y, cq.z, cq.w};
-                float pb[RP], pc[RP];
-#pragma unroll
-                for (int jj = RP - 1; jj >= 0; --jj) {
-                    const int j = r0 + jj, e = j - g4;
-                    E[k] = fmaf(cc[e], dyv[j], E[k]);
-                    const float hv = hist[j][k];
-                    const float w = E[k] * fmaf(-dtu[j], bb[e], hv);
-                    dA_acc[k] = fmaf(w, dtv[j], dA_acc[k]);
-                    q[jj] = fmaf(E[k], bb[e], q[jj]);
-                    r[jj] = fmaf(w, A2[k], r[jj]);
-                    pb[jj] = E[k] * dtu[j];
-                    pc[jj] = hv * dyv[j];
-                    E[k] *= ex2_again(dtv[j] * A2[k]);
-                }
-                *reinterpret_cast<float2 *>(&s_red[0][k][wp][lane * RP]) = make_float2(pb[0], pb[1]);
-                *reinterpret_cast<float2 *>(&s_red[1][k][wp][lane * RP]) = make_float2(pc[0], pc[1]);
-            }
-#pragma unroll
-            for (int jj = 0; jj < RP; ++jj) {
-                const int j = r0 + jj;
-                dus[j] = fmaf(Dd, HAS_D ? dyv[j] : 0.f, dtv[j] * q[jj]);
-                dds[j] = fmaf(uv[j], q[jj], r[jj] * 0.6931471805599453f) * sg[j];   // sg[j] read before overwritten
-                if (tl + j < L) dbias_acc += dds[j];
-            }
-            __syncthreads();
-            // dB, dC of the round's step pairs of every lane: summed over the block's channels, added to memory.
-#pragma unroll
-            for (int i = tid; i < 2 * NS * 32; i += TP_THREADS) {
-                const int which = i / (NS * 32), k = (i / 32) % NS, ls = i % 32;
-                const int t = t0 + ls * T + r0;
-                float2 v = make_float2(0.f, 0.f);
-#pragma unroll
-                for (int w2 = 0; w2 < DB; ++w2) {
-                    const float2 x = *reinterpret_cast<const float2 *>(&s_red[which][k][w2][ls * RP]);
-                    v.x += x.x;
-                    v.y += x.y;
-                }
-                float *row_k = (which ? dCg : dBg) + (long long)k * L;
-                if (k < N && t + 1 < L && (L % 2) == 0) {
-                    // both steps, as one 8-byte vector (position POS(t) and its neighbour, even: L is even)
-                    float *p = row_k + (REVERSE ? POS(t + 1) : POS(t));
-#if __CUDA_ARCH__ >= 900
-                    asm volatile("red.global.add.v2.f32 [%0], {%1, %2};" :: "l"(p), "f"(REVERSE ? v.y : v.x),
-                                 "f"(REVERSE ? v.x : v.y) : "memory");
-#else
-                    atomicAdd(p, REVERSE ? v.y : v.x);
-                    atomicAdd(p + 1, REVERSE ? v.x : v.y);
-#endif
-                } else if (k < N) {
-                    if (t < L) atomicAdd(row_k + POS(t), v.x);
-                    if (t + 1 < L) atomicAdd(row_k + POS(t + 1), v.y);
-                }
-            }
-            __syncthreads();
-        }
-#endif
         if (valid_d) {
             tp_store_row(du + row, dus, tl, L, vrow);
             tp_store_row(ddt + row, dds, tl, L, vrow);
