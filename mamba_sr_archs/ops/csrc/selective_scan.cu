@@ -962,6 +962,10 @@ ssm_fwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
 //      blocks of the group add to the same values).
 #if defined(SS_ONLY) && SS_ONLY == 3
 static_assert(T % 4 == 0 && (CK == T || CK == 2 * T), "TP backward: checkpoints every T or 2 T steps");
+#ifndef SS_TP_BU
+#define SS_TP_BU 1                       // unrolling of the state loop (1: none; the per-state values live in shared memory)
+#endif
+constexpr int TP_BU = SS_TP_BU;
 #define RPITCH (T + 4)                   // s_red row pitch of a lane's steps: float4 stores hit distinct bank quads
 // A state's value before the lane's first step: the checkpoint hc of the lane's chunk, or with CK = 2 T for odd
 // lanes the even lane's end state from it (the even lane's steps from a zero state, shifted over by one lane).
@@ -1022,17 +1026,21 @@ ssm_bwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
     __shared__ __align__(16) float s_B[NS][WP];
     __shared__ __align__(16) float s_C[NS][WP];
     __shared__ __align__(16) float s_red[2][DB][32 * RPITCH];    // (dB | dC, warp, lane-step) partials of a state
+    // Per state (the state loop is not unrolled, so these live here rather than in registers): A log2(e) and the
+    // dh carried between windows (one per channel), the lane's dA partial sum and its chunk's checkpoint.
+    __shared__ float s_A2[DB][NS], s_carry[DB][NS], s_dA[DB][NS][32], s_hc[DB][NS][32];
     const int tid = threadIdx.x, lane = tid & 31, wp = tid / 32;
     const int blk = blockIdx.x, g = blk / n_dblk, c = (blk % n_dblk) * DB + wp;
     const long long b = blockIdx.y;
     const bool valid_d = c < dpg;
     const int d = g * dpg + min(c, dpg - 1);
-    float A2[NS], carry[NS], dA_acc[NS];
 #pragma unroll
     for (int k = 0; k < NS; ++k) {
-        A2[k] = (valid_d && k < N) ? A[d * s_Ad + k * s_An] * LOG2E : 0.f;
-        carry[k] = 0.f;
-        dA_acc[k] = 0.f;
+        if (lane == 0) {
+            s_A2[wp][k] = (valid_d && k < N) ? A[d * s_Ad + k * s_An] * LOG2E : 0.f;
+            s_carry[wp][k] = 0.f;
+        }
+        s_dA[wp][k][lane] = 0.f;
     }
     const float Dd = HAS_D ? Dv[d] : 0.f;
     const float bias_d = HAS_BIAS ? bias[d] : 0.f;
@@ -1052,10 +1060,10 @@ ssm_bwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
         tp_load_row(dtv, p_dt, tl, L, vrow);
         tp_load_row(uv, p_u, tl, L, vrow);
         tp_load_row(dyv, p_g, tl, L, vrow);
-        float hc[NS];                            // the checkpoint of the lane's chunk
 #pragma unroll
-        for (int k = 0; k < NS; ++k)
-            hc[k] = (valid_d && tl < L && k < N) ? ckpt[((b * dim + d) * (long long)n_ckpt + tl / CK) * N + k] : 0.f;
+        for (int k = 0; k < NS; ++k)             // the checkpoint of the lane's chunk
+            s_hc[wp][k][lane] =
+                (valid_d && tl < L && k < N) ? ckpt[((b * dim + d) * (long long)n_ckpt + tl / CK) * N + k] : 0.f;
         __syncthreads();                         // the previous window's reads of s_B, s_C are done
         tp_stage_bc(s_B, s_C, rB, rC, true, tid);
         float dtu[T], sum = 0.f;
@@ -1081,11 +1089,12 @@ ssm_bwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
             float y[T], zv[T];
 #pragma unroll
             for (int j = 0; j < T; ++j) y[j] = 0.f;
-#pragma unroll
-            for (int k = 0; k < NS; ++k) {
+#pragma unroll TP_BU
+            for (int k = 0; k < N; ++k) {
                 float a[T], bu[T];
-                tp_state_inputs(a, bu, s_B[k], col, dtv, dtu, A2[k]);
-                float h = tp_bwd_start(a, bu, hc[k], A2[k], sum, lane);
+                const float A2k = s_A2[wp][k];
+                tp_state_inputs(a, bu, s_B[k], col, dtv, dtu, A2k);
+                float h = tp_bwd_start(a, bu, s_hc[wp][k][lane], A2k, sum, lane);
 #pragma unroll
                 for (int qq = 0; qq < T; qq += 4) {
                     const float4 cq = *reinterpret_cast<const float4 *>(&s_C[k][col + qq]);
@@ -1112,12 +1121,13 @@ ssm_bwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
 #pragma unroll
             for (int j = 0; j < T; ++j) dD_acc = fmaf(dyv[j], uv[j], dD_acc);      // zero past the end (dy = 0)
         }
-#pragma unroll
-        for (int k = 0; k < NS; ++k) {
+#pragma unroll TP_BU
+        for (int k = 0; k < N; ++k) {
             // 1, 2. The state's decays and inputs, its start state and true states over the lane's steps.
             float a[T], bu[T], hs[T], cc[T];
-            tp_state_inputs(a, bu, s_B[k], col, dtv, dtu, A2[k]);
-            float h = tp_bwd_start(a, bu, hc[k], A2[k], sum, lane);
+            const float A2k = s_A2[wp][k];
+            tp_state_inputs(a, bu, s_B[k], col, dtv, dtu, A2k);
+            float h = tp_bwd_start(a, bu, s_hc[wp][k][lane], A2k, sum, lane);
 #pragma unroll
             for (int j = 0; j < T; ++j) hs[j] = h = fmaf(a[j], h, bu[j]);
             // 3. dh: the lane's (total decay, dh passed to the lane before) from a zero dh, scanned over the lanes
@@ -1130,7 +1140,7 @@ ssm_bwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
             float Gz = 0.f;
 #pragma unroll
             for (int j = T - 1; j >= 0; --j) Gz = fmaf(cc[j], dyv[j], Gz) * a[j];
-            float P = exp2f(A2[k] * sum), H = Gz;
+            float P = exp2f(A2k * sum), H = Gz;
 #pragma unroll
             for (int off = 1; off < 32; off *= 2) {
                 const float Pn = __shfl_down_sync(0xffffffffu, P, off), Hn = __shfl_down_sync(0xffffffffu, H, off);
@@ -1139,46 +1149,49 @@ ssm_bwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
                     P *= Pn;
                 }
             }
-            const float out = fmaf(P, carry[k], H);
+            const float carry = s_carry[wp][k];
+            const float out = fmaf(P, carry, H);
             const float next = __shfl_down_sync(0xffffffffu, out, 1);
-            float E = lane == 31 ? carry[k] : next;
-            carry[k] = __shfl_sync(0xffffffffu, out, 0);
-            // ... then the lane's steps back from the dh entering it.  w = G a_j h_{j-1} = G (h_j - dt u B).
-            float pb[T], pc[T], bb[T];
-#pragma unroll
-            for (int qq = 0; qq < T; qq += 4) {
-                const float4 bq = *reinterpret_cast<const float4 *>(&s_B[k][col + qq]);
-                bb[qq] = bq.x; bb[qq + 1] = bq.y; bb[qq + 2] = bq.z; bb[qq + 3] = bq.w;
-            }
-#pragma unroll
-            for (int j = T - 1; j >= 0; --j) {
-                E = fmaf(cc[j], dyv[j], E);
-                const float w = E * (hs[j] - bu[j]);
-                dA_acc[k] = fmaf(w, dtv[j], dA_acc[k]);
-                q[j] = fmaf(E, bb[j], q[j]);
-                r[j] = fmaf(w, A2[k], r[j]);
-                pb[j] = E * dtu[j];
-                pc[j] = hs[j] * dyv[j];
-                E *= a[j];
-            }
-            // dB, dC of the state: summed over the block's channels in shared memory, added to memory.
+            float E = lane == 31 ? carry : next;
+            if (lane == 0) s_carry[wp][k] = out;     // every lane has read the old carry before the shuffle above
+            // ... then the lane's steps back from the dh entering it, four at a time: w = G a_j h_{j-1} =
+            // G (h_j - dt u B), and the steps' dB, dC parts (G dt u, h dy) go to shared memory as they come.
+            float dA_k = 0.f;
             __syncthreads();                     // the previous state's reads of s_red are done
 #pragma unroll
-            for (int qq = 0; qq < T; qq += 4) {
-                *reinterpret_cast<float4 *>(&s_red[0][wp][RPITCH * lane + qq]) =
-                    make_float4(pb[qq], pb[qq + 1], pb[qq + 2], pb[qq + 3]);
-                *reinterpret_cast<float4 *>(&s_red[1][wp][RPITCH * lane + qq]) =
-                    make_float4(pc[qq], pc[qq + 1], pc[qq + 2], pc[qq + 3]);
+            for (int qq = T - 4; qq >= 0; qq -= 4) {
+                const float4 bq = *reinterpret_cast<const float4 *>(&s_B[k][col + qq]);
+                const float bb[4] = {bq.x, bq.y, bq.z, bq.w};
+                float pb[4], pc[4];
+#pragma unroll
+                for (int e = 3; e >= 0; --e) {
+                    const int j = qq + e;
+                    E = fmaf(cc[j], dyv[j], E);
+                    const float w = E * (hs[j] - bu[j]);
+                    dA_k = fmaf(w, dtv[j], dA_k);
+                    q[j] = fmaf(E, bb[e], q[j]);
+                    r[j] = fmaf(w, A2k, r[j]);
+                    pb[e] = E * dtu[j];
+                    pc[e] = hs[j] * dyv[j];
+                    E *= a[j];
+                }
+                float *red0 = &s_red[0][wp][RPITCH * lane + qq], *red1 = &s_red[1][wp][RPITCH * lane + qq];
+                *reinterpret_cast<float4 *>(red0) = make_float4(pb[0], pb[1], pb[2], pb[3]);
+                *reinterpret_cast<float4 *>(red1) = make_float4(pc[0], pc[1], pc[2], pc[3]);
             }
+            s_dA[wp][k][lane] += dA_k;
+            // dB, dC of the state: summed over the block's channels, added to memory.
             __syncthreads();
             if (k < N) tp_add_dbc(s_red, (dBg + (long long)k * L), (dCg + (long long)k * L), t0, L, tid);
         }
         // du = dt sum_n G B + D dy, ddelta = (u sum_n G B + sum_n w A) softplus'.
-        float dus[T], dds[T];
+        // (u is read again here, a cache hit, rather than held in registers through the states.)
+        float dus[T], dds[T], uw[T];
+        tp_load_row(uw, p_u, tl, L, vrow);
 #pragma unroll
         for (int j = 0; j < T; ++j) {
             dus[j] = fmaf(Dd, HAS_D ? dyv[j] : 0.f, dtv[j] * q[j]);
-            dds[j] = fmaf(uv[j], q[j], r[j] * 0.6931471805599453f) * sg[j];
+            dds[j] = fmaf(uw[j], q[j], r[j] * 0.6931471805599453f) * sg[j];
             if (tl + j < L) dbias_acc += dds[j];
         }
         if (valid_d) {
@@ -1189,15 +1202,17 @@ ssm_bwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
     // dA, dD, dbias: sums over the lanes (and, through atomics, over the batch).
 #pragma unroll
     for (int m = 16; m >= 1; m /= 2) {
-#pragma unroll
-        for (int k = 0; k < NS; ++k) dA_acc[k] += __shfl_xor_sync(0xffffffffu, dA_acc[k], m);
         dD_acc += __shfl_xor_sync(0xffffffffu, dD_acc, m);
         dbias_acc += __shfl_xor_sync(0xffffffffu, dbias_acc, m);
     }
+    __syncwarp();
+    if (valid_d && lane < N) {                   // lane k: state k's dA
+        float v = 0.f;
+#pragma unroll 8
+        for (int l = 0; l < 32; ++l) v += s_dA[wp][lane][l];
+        atomicAdd(dA + d * N + lane, v);
+    }
     if (valid_d && lane == 0) {
-#pragma unroll
-        for (int k = 0; k < NS; ++k)
-            if (k < N) atomicAdd(dA + d * N + k, dA_acc[k]);
         if (HAS_D) atomicAdd(dD + d, dD_acc);
         if (HAS_BIAS) atomicAdd(dbias + d, dbias_acc);
     }
