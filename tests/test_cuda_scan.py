@@ -429,7 +429,7 @@ def test_automatic_choice_falls_back_when_the_kernels_cannot_be_built(monkeypatc
     def failing(*args):
         raise cs.KernelBuildError('building the CUDA scan kernel ssm_fwd for sm_90 failed: test')
 
-    def pick(backend, u, dtype, tiv, dstate=16, needs_grad=True):
+    def pick(backend, u, dtype, tiv, dstate=16):
         name = ss._requested_backend(backend)
         if name == 'auto':
             return 'cuda' if ss._IMPORTS.get('cuda', (None,))[0] is not None else 'torch'

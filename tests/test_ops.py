@@ -347,9 +347,9 @@ def test_automatic_choice_respects_each_kernels_state_limit(monkeypatch):
     assert ss._pick_backend(None, u, torch.float64, False, 16) == 'torch'
 
 
-def test_automatic_choice_for_few_states_depends_on_autograd(monkeypatch):
-    """N <= 8 with mamba_ssm installed: mamba_ssm first when a backward will follow (our forward+backward is not
-    faster there), our CUDA kernels first without autograd (their forward is)."""
+def test_automatic_choice_with_mamba_ssm_installed(monkeypatch):
+    """With mamba_ssm installed too: our CUDA kernels first at every N they take (N <= 8 included: forward and
+    forward+backward are faster on the GPU, cuda_scan_run48), mamba_ssm beyond our N = 64 and for time-invariant (dim, N) B/C."""
     from types import SimpleNamespace
 
     import importlib
@@ -357,6 +357,7 @@ def test_automatic_choice_for_few_states_depends_on_autograd(monkeypatch):
     monkeypatch.setattr(ss, '_unavailable_reason', lambda name, dev: None)
     monkeypatch.delenv(ENV_VAR, raising=False)
     u = SimpleNamespace(device=torch.device('cuda'))
-    assert ss._pick_backend(None, u, torch.float32, False, 8, needs_grad=True) == 'mamba_ssm'
-    assert ss._pick_backend(None, u, torch.float32, False, 8, needs_grad=False) == 'cuda'
-    assert ss._pick_backend(None, u, torch.float32, False, 16, needs_grad=True) == 'cuda'
+    assert ss._pick_backend(None, u, torch.float32, False, 8) == 'cuda'
+    assert ss._pick_backend(None, u, torch.float32, False, 16) == 'cuda'
+    assert ss._pick_backend(None, u, torch.float32, False, 100) == 'mamba_ssm'
+    assert ss._pick_backend(None, u, torch.float32, True, 16) == 'mamba_ssm'     # (dim, N) B/C: ours take none

@@ -44,12 +44,10 @@ __all__ = ['selective_scan', 'selective_scan_ref', 'selective_scan_torch', 'avai
 
 ENV_VAR = 'MAMBA_SR_SCAN_BACKEND'
 # Also the automatic priority order on CUDA: our NVRTC kernels first (faster than mamba_ssm's compiled kernel at the
-# N >= 16 network shapes on an H100, docs/benchmarks.md), then mamba_ssm, then Triton.  For N <= 8 with autograd,
-# mamba_ssm, when installed, comes before ours (_SMALL_STATE_ORDER: our forward+backward is at par in fp32 and
-# slower in bf16 there); without autograd ours first (1.6x / 1.1x faster forward in fp32 / bf16, cuda_scan_run43).
+# networks' shapes on an H100, N = 8 included: GPU time of forward+backward 1.5x, docs/benchmarks.md), then
+# mamba_ssm, then Triton.
 BACKENDS = ('cuda', 'mamba_ssm', 'triton', 'torch', 'ref')
 _GPU_BACKENDS = ('cuda', 'mamba_ssm', 'triton')
-_SMALL_STATE_ORDER = ('mamba_ssm', 'cuda', 'triton')
 _LAST = {'backend': None}
 
 
@@ -507,7 +505,7 @@ def _requested_backend(backend):
     return name
 
 
-def _pick_backend(backend, u, dtype, time_invariant_bc, dstate=16, needs_grad=True):
+def _pick_backend(backend, u, dtype, time_invariant_bc, dstate=16):
     name = _requested_backend(backend)
     device_type = u.device.type
     if name != 'auto':
@@ -517,7 +515,7 @@ def _pick_backend(backend, u, dtype, time_invariant_bc, dstate=16, needs_grad=Tr
                                f"Available here: {', '.join(available_backends(u.device))}")
         return name
     if device_type == 'cuda' and dtype != torch.float64:  # the CUDA kernels have no float64 path
-        for candidate in (_SMALL_STATE_ORDER if dstate <= 8 and needs_grad else _GPU_BACKENDS):
+        for candidate in _GPU_BACKENDS:
             if _unavailable_reason(candidate, device_type) is not None:
                 continue
             if candidate in _KERNEL_MODULES and (time_invariant_bc or dstate > _kernel_module(candidate).MAX_DSTATE):
@@ -539,17 +537,15 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         return_last_state: also return the final state (batch, dim, dstate) in float32 (float64 for float64 input).
         backend: 'auto' (default), 'cuda', 'triton', 'mamba_ssm', 'torch' or 'ref'.  None reads the environment
             variable ``MAMBA_SR_SCAN_BACKEND`` (same names); the argument wins over the variable.  Auto picks, for
-            CUDA tensors, cuda, then mamba_ssm, then triton (for N <= 8 with autograd mamba_ssm first), then
-            torch (float64 inputs always take torch); for CPU tensors torch.  An unavailable explicit choice raises
+            CUDA tensors, cuda, then mamba_ssm, then triton, then torch (float64 inputs always take torch); for
+            CPU tensors torch.  An unavailable explicit choice raises
             RuntimeError, an unknown name ValueError.
 
     Returns:
         out (batch, dim, seqlen) in u's dtype, or (out, last_state).
     """
-    needs_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias))
     name = _pick_backend(backend, u, _compute_dtype(u, delta, A, B, C), B.dim() == 2 or C.dim() == 2,
-                         A.shape[-1] if A.dim() == 2 else 16, needs_grad)
+                         A.shape[-1] if A.dim() == 2 else 16)
     args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     if name == 'torch':
         result = selective_scan_torch(*args)

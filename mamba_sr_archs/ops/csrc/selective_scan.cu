@@ -963,7 +963,7 @@ ssm_fwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
 #if defined(SS_ONLY) && SS_ONLY == 3
 static_assert(T % 4 == 0 && (CK == T || CK == 2 * T), "TP backward: checkpoints every T or 2 T steps");
 #ifndef SS_TP_BU
-#define SS_TP_BU 1                       // unrolling of the state loop (1: none; the per-state values live in shared memory)
+#define SS_TP_BU 2                       // unrolling of the state loop (the per-state values live in shared memory)
 #endif
 constexpr int TP_BU = SS_TP_BU;
 #define RPITCH (T + 4)                   // s_red row pitch of a lane's steps: float4 stores hit distinct bank quads
