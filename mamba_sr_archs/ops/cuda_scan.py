@@ -309,7 +309,7 @@ def tp_config(cfg, batch, dim, dstate, sm_count):
     derives the other lanes' start states from them).  The checkpoints are the same as the lane kernels', so either
     backward can follow either forward.  ``_CONFIG_OVERRIDE``:
     ``TP`` 1 forces it (where N allows), 0 turns it off; ``TP_DB`` channels (warps) per block (4), ``TP_T``,
-    ``TP_MINB`` (blocks per SM to fit registers for), ``TP_PF`` (prefetch the next window, forward), ``TP_BU`` / ``TP_FU`` (unroll the backward's / forward's state loop this many times).
+    ``TP_MINB`` (blocks per SM to fit registers for), ``TP_PF`` (prefetch the next window, forward), ``TP_BU`` (unroll the backward's state loop this many times).
     """
     force = _CONFIG_OVERRIDE.get('TP')
     npad = _next_pow2(dstate)
@@ -322,7 +322,7 @@ def tp_config(cfg, batch, dim, dstate, sm_count):
     groups = cfg['grid'][0] // cfg['n_dblk']
     n_dblk = -(-(dim // groups) // db)
     cfg = dict(NS=npad, TPC=1, DB=db, T=t, CK=cfg['T'], RG=1, PG=1, n_dblk=n_dblk, grid=(groups * n_dblk, batch, 1))
-    for key in ('TP_MINB', 'TP_PF', 'TP_BU', 'TP_FU'):
+    for key in ('TP_MINB', 'TP_PF', 'TP_BU'):
         if key in _CONFIG_OVERRIDE:
             cfg[key] = int(_CONFIG_OVERRIDE[key])
     return cfg
@@ -363,7 +363,7 @@ def _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, reverse=False, **extr
                    BWD_MINB=int(_CONFIG_OVERRIDE.get('BWD_MINB', 1)), HAS_D=D is not None,
                    HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
                    IN_KIND=_KINDS[u.dtype], BC_KIND=_KINDS[B4.dtype], REVERSE=bool(reverse), STORE_OUT=1)
-    defines.update((k, cfg[k]) for k in ('TP_MINB', 'TP_PF', 'TP_BU', 'TP_FU') if k in cfg)
+    defines.update((k, cfg[k]) for k in ('TP_MINB', 'TP_PF', 'TP_BU') if k in cfg)
     defines.update(extra)
     return defines
 

@@ -663,10 +663,6 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
 #ifndef SS_TP_PF
 #define SS_TP_PF 0                   // 1: load the next window while computing this one (spills); 0: at its start
 #endif
-#ifndef SS_TP_FU
-#define SS_TP_FU 8                   // unrolling of the forward's state loop
-#endif
-constexpr int TP_FU = SS_TP_FU;
 #define TP_THREADS (DB * 32)
 #define WIN (32 * T)                 // steps per window
 #define WP (32 * (T + 4))            // shared row pitch of one state's B (or C) over a window
@@ -844,17 +840,17 @@ ssm_fwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
     // blockIdx: x = group * n_dblk + channel block, y = batch.
     __shared__ __align__(16) float s_B[NS][WP];
     __shared__ __align__(16) float s_C[STORE_OUT ? NS : 1][WP];
-    __shared__ float s_A2[DB][NS], s_carry[DB][NS];    // per channel (warp) and state: A log2(e), the state carried
-    const int tid = threadIdx.x, lane = tid & 31, wp = tid / 32;
-    const int blk = blockIdx.x, g = blk / n_dblk, c = (blk % n_dblk) * DB + wp;
+    const int tid = threadIdx.x, lane = tid & 31;
+    const int blk = blockIdx.x, g = blk / n_dblk, c = (blk % n_dblk) * DB + tid / 32;
     const long long b = blockIdx.y;
     const bool valid_d = c < dpg;
     const int d = g * dpg + min(c, dpg - 1);
-    if (lane < NS) {
-        s_A2[wp][lane] = (valid_d && lane < N) ? A[d * s_Ad + lane * s_An] * LOG2E : 0.f;
-        s_carry[wp][lane] = 0.f;
+    float A2[NS], carry[NS];
+#pragma unroll
+    for (int k = 0; k < NS; ++k) {
+        A2[k] = (valid_d && k < N) ? A[d * s_Ad + k * s_An] * LOG2E : 0.f;
+        carry[k] = 0.f;
     }
-    __syncwarp();
     const float Dd = HAS_D ? Dv[d] : 0.f;
     const float bias_d = HAS_BIAS ? bias[d] : 0.f;
     const in_t *p_u = u + b * s_ub + d * s_ud, *p_dt = dt + b * s_tb + d * s_td;
@@ -903,18 +899,15 @@ ssm_fwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
         // One state at a time: its decays a_j and inputs dt_j u_j B_j over the lane's steps (in registers), the
         // lane's end state from a zero state, the start states from a scan over the lanes, then the true states
         // h_j = a_j h_{j-1} + dt_j u_j B_j and their part C_j h_j of the outputs.  One exp2 per state-step.
-#pragma unroll TP_FU
-        for (int k = 0; k < N; ++k) {
+#pragma unroll
+        for (int k = 0; k < NS; ++k) {
             float a[T], bu[T], H = 0.f;
-            const float A2k = s_A2[wp][k];
-            tp_state_inputs(a, bu, s_B[k], col, dtv, dtu, A2k);
+            tp_state_inputs(a, bu, s_B[k], col, dtv, dtu, A2[k]);
 #pragma unroll
             for (int j = 0; j < T; ++j) H = fmaf(a[j], H, bu[j]);
-            float carry = s_carry[wp][k];
-            const float h0 = tp_lane_start(exp2f(A2k * sum), H, carry, lane);
-            if (lane == 0) s_carry[wp][k] = carry;   // every lane read the old carry before tp_lane_start's shuffles
+            const float h0 = tp_lane_start(exp2f(A2[k] * sum), H, carry[k], lane);
 #if STORE_CKPT
-            if (at_ckpt) ckpt[((b * dim + d) * (long long)n_ckpt + tl / CK) * N + k] = h0;
+            if (at_ckpt && k < N) ckpt[((b * dim + d) * (long long)n_ckpt + tl / CK) * N + k] = h0;
 #endif
 #if STORE_OUT
             float hk = h0;
@@ -949,7 +942,7 @@ ssm_fwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
     if (valid_d && lane == 0) {
 #pragma unroll
         for (int k = 0; k < NS; ++k)
-            if (k < N) last[(b * dim + d) * N + k] = s_carry[wp][k];
+            if (k < N) last[(b * dim + d) * N + k] = carry[k];
     }
 }
 #endif
