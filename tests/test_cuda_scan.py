@@ -108,7 +108,7 @@ def test_kernels_compile_with_nvrtc(shape, z, kind, softplus):
                        ('ssm_bwd', cs._defines(c, u, B4, D, zz, bias, softplus, True, STORE_CKPT=0))]
         cs._CONFIG_OVERRIDE['TP'] = 1          # the time-parallel forward, wherever N allows it
         try:
-            tp = cs.tp_config(c, batch, dim, dstate, 132)
+            tp = cs.tp_config(c, batch, dim, dstate, 132, u.element_size())
         finally:
             cs._CONFIG_OVERRIDE.clear()
         if tp is not None:

@@ -299,17 +299,19 @@ def _segments(cfg, batch, groups, seqlen, sm_count, grad):
 _TP_MIN_WARPS = 4
 
 
-def tp_config(cfg, batch, dim, dstate, sm_count):
+def tp_config(cfg, batch, dim, dstate, sm_count, in_bytes=4):
     """Launch configuration of the time-parallel kernels (ssm_fwd_tp, ssm_bwd_tp) for this call, or None when the
     lane kernels run.
 
-    Used for N <= 8 (NS = N rounded up to a power of two: all states in a thread) and batch x channels of at least
-    ``_TP_MIN_WARPS`` warps per multiprocessor.  A lane takes T = 8 steps (16 spilled registers at N = 8); every
+    Used for N <= 8 (NS = N rounded up to a power of two) and batch x channels of at least ``_TP_MIN_WARPS`` warps
+    per multiprocessor.  A lane takes T = 8 steps (of every state, one state at a time); every
     CK / T-th lane's start state is a checkpoint (CK = cfg['T'], the checkpoint interval: T or 2 T; the backward
     derives the other lanes' start states from them).  The checkpoints are the same as the lane kernels', so either
     backward can follow either forward.  ``_CONFIG_OVERRIDE``:
     ``TP`` 1 forces it (where N allows), 0 turns it off; ``TP_DB`` channels (warps) per block (4), ``TP_T``,
-    ``TP_MINB`` (blocks per SM to fit registers for), ``TP_PF`` (prefetch the next window, forward), ``TP_BU`` (unroll the backward's state loop this many times).
+    ``TP_MINB`` (blocks per SM to fit registers for), ``TP_PF`` (the forward loads the next window while it computes
+    this one: by default for 2-byte inputs, ``in_bytes``; in fp32 the registers it takes spill, cuda_scan_run50),
+    ``TP_BU`` (unroll the backward's state loop this many times).
     """
     force = _CONFIG_OVERRIDE.get('TP')
     npad = _next_pow2(dstate)
@@ -321,7 +323,8 @@ def tp_config(cfg, batch, dim, dstate, sm_count):
     db = int(_CONFIG_OVERRIDE.get('TP_DB', 4))
     groups = cfg['grid'][0] // cfg['n_dblk']
     n_dblk = -(-(dim // groups) // db)
-    cfg = dict(NS=npad, TPC=1, DB=db, T=t, CK=cfg['T'], RG=1, PG=1, n_dblk=n_dblk, grid=(groups * n_dblk, batch, 1))
+    cfg = dict(NS=npad, TPC=1, DB=db, T=t, CK=cfg['T'], RG=1, PG=1, n_dblk=n_dblk, grid=(groups * n_dblk, batch, 1),
+               TP_PF=int(in_bytes < 4))
     for key in ('TP_MINB', 'TP_PF', 'TP_BU'):
         if key in _CONFIG_OVERRIDE:
             cfg[key] = int(_CONFIG_OVERRIDE[key])
@@ -500,7 +503,7 @@ def _fwd_plan(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt,
     batch, dim, seqlen, dstate, groups, sm, cfg = _shape_config(u, A, B4, bool(store_ckpt), chunk)
     dev = u.device
     n_chunks = -(-seqlen // cfg['T'])                # checkpoints: one per chunk of the backward
-    tp = tp_config(cfg, batch, dim, dstate, sm)      # lanes of T steps: their start states are the checkpoints
+    tp = tp_config(cfg, batch, dim, dstate, sm, u.element_size())    # lanes of T steps; start states: checkpoints
     cfg = forward_config(cfg)
     plan = _Plan()
     plan.meta = dict(dstate=dstate, n_chunks=n_chunks, n_seg_floats=0)

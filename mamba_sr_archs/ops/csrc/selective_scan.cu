@@ -661,7 +661,7 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
 #define SS_TP_MINB 3                 // blocks per SM to fit registers for
 #endif
 #ifndef SS_TP_PF
-#define SS_TP_PF 0                   // 1: load the next window while computing this one (spills); 0: at its start
+#define SS_TP_PF 0                   // 1: load the next window while computing this one; 0: at its start
 #endif
 #define TP_THREADS (DB * 32)
 #define WIN (32 * T)                 // steps per window
