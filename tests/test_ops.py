@@ -349,7 +349,8 @@ def test_automatic_choice_respects_each_kernels_state_limit(monkeypatch):
 
 def test_automatic_choice_with_mamba_ssm_installed(monkeypatch):
     """With mamba_ssm installed too: our CUDA kernels first at every N they take (N <= 8 included: forward and
-    forward+backward are faster on the GPU, cuda_scan_run48), mamba_ssm beyond our N = 64 and for time-invariant (dim, N) B/C."""
+    forward+backward are faster on the GPU, cuda_scan_run48), mamba_ssm beyond our N = 64 and for time-invariant
+    (dim, N) B/C."""
     from types import SimpleNamespace
 
     import importlib

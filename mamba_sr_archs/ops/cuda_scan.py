@@ -309,8 +309,9 @@ def tp_config(cfg, batch, dim, dstate, sm_count, in_bytes=4):
     derives the other lanes' start states from them).  The checkpoints are the same as the lane kernels', so either
     backward can follow either forward.  ``_CONFIG_OVERRIDE``:
     ``TP`` 1 forces it (where N allows), 0 turns it off; ``TP_DB`` channels (warps) per block (4), ``TP_T``,
-    ``TP_MINB`` (blocks per SM to fit registers for), ``TP_PF`` (the forward loads the next window while it computes
-    this one: by default for 2-byte inputs, ``in_bytes``; in fp32 the registers it takes spill, cuda_scan_run50),
+    ``TP_MINB`` (blocks per SM to fit registers for), ``TP_PF`` (the forward loads the next window's B/C, bit 1,
+    and delta/u, bit 2, while it computes this one: by default both for 2-byte inputs, ``in_bytes``; none in fp32,
+    where the registers that takes spill, cuda_scan_run50),
     ``TP_BU`` (unroll the backward's state loop this many times).
     """
     force = _CONFIG_OVERRIDE.get('TP')
@@ -324,7 +325,7 @@ def tp_config(cfg, batch, dim, dstate, sm_count, in_bytes=4):
     groups = cfg['grid'][0] // cfg['n_dblk']
     n_dblk = -(-(dim // groups) // db)
     cfg = dict(NS=npad, TPC=1, DB=db, T=t, CK=cfg['T'], RG=1, PG=1, n_dblk=n_dblk, grid=(groups * n_dblk, batch, 1),
-               TP_PF=int(in_bytes < 4))
+               TP_PF=3 if in_bytes < 4 else 0)
     for key in ('TP_MINB', 'TP_PF', 'TP_BU'):
         if key in _CONFIG_OVERRIDE:
             cfg[key] = int(_CONFIG_OVERRIDE[key])

@@ -661,7 +661,7 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
 #define SS_TP_MINB 3                 // blocks per SM to fit registers for
 #endif
 #ifndef SS_TP_PF
-#define SS_TP_PF 0                   // 1: load the next window while computing this one; 0: at its start
+#define SS_TP_PF 0                   // load the next window's B/C (bit 1), delta/u (bit 2) during this one
 #endif
 #define TP_THREADS (DB * 32)
 #define WIN (32 * T)                 // steps per window
@@ -856,30 +856,36 @@ ssm_fwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
     const in_t *p_u = u + b * s_ub + d * s_ud, *p_dt = dt + b * s_tb + d * s_td;
     const bc_t *Bg = Bm + b * s_Bb + g * s_Bg, *Cg = Cm + b * s_Cb + g * s_Cg;
     const int n_win = (L + WIN - 1) / WIN;
-    // The inputs of a window are loaded into registers raw (with TP_PF, the next window's while the current one is
-    // computed): this thread's B/C vectors, its lane's delta and u.
+    // The inputs of a window are loaded into registers raw: this thread's B/C vectors, its lane's delta and u; with
+    // TP_PF bit 1 (B/C) or 2 (delta, u), the next window's while the current one is computed.
     uint4 rB[NBV], rC[NBV], rdt[T / VEC], ru[T / VEC];
-    auto fetch = [&](int t0) {
+    constexpr bool PF_BC = (SS_TP_PF & 1) != 0, PF_ROWS = (SS_TP_PF & 2) != 0;
+    auto fetch_bc = [&](int t0) {
         tp_fetch_bc(rB, rC, Bg, Cg, s_Bn, s_Cn, t0, L, N, (vec & 2) != 0, STORE_OUT, tid);
+    };
+    auto fetch_rows = [&](int t0) {
 #pragma unroll
         for (int k = 0; k < T / VEC; ++k) {
             rdt[k] = fetch16(p_dt, t0 + lane * T + k * VEC, L, (vec & 1) != 0, true);
             ru[k] = fetch16(p_u, t0 + lane * T + k * VEC, L, (vec & 1) != 0, true);
         }
     };
-    if (SS_TP_PF) fetch(0);
+    if (PF_BC) fetch_bc(0);
+    if (PF_ROWS) fetch_rows(0);
     for (int wi = 0; wi < n_win; ++wi) {
         const int t0 = wi * WIN, tl = t0 + lane * T;
-        if (!SS_TP_PF) fetch(t0);
+        if (!PF_BC) fetch_bc(t0);
+        if (!PF_ROWS) fetch_rows(t0);
         float dtv[T], uv[T];
 #pragma unroll
         for (int k = 0; k < T / VEC; ++k) {
             unpack16<IN_KIND>(rdt[k], dtv + k * VEC);
             unpack16<IN_KIND>(ru[k], uv + k * VEC);
         }
+        if (PF_ROWS && wi + 1 < n_win) fetch_rows(t0 + WIN);
         __syncthreads();                 // the previous window's reads of s_B / s_C are done
         tp_stage_bc(s_B, STORE_OUT ? s_C : s_B, rB, rC, STORE_OUT, tid);
-        if (SS_TP_PF && wi + 1 < n_win) fetch(t0 + WIN);
+        if (PF_BC && wi + 1 < n_win) fetch_bc(t0 + WIN);
         // delta after bias / softplus (0 past the end: the state passes through), delta * u, and delta's running sum.
         float dtu[T], y[T], sum = 0.f;
 #pragma unroll
