@@ -95,12 +95,20 @@ def grad_buffers(u, delta, z, D, delta_bias, groups, dstate, atomic_bc, empty):
                 dbias=torch.zeros((dim,), **f32) if delta_bias is not None else None)
 
 
-def _regroup(grad, shape):
-    """dB/dC of the (b, G, N, L) view back to the caller's B/C shape (undoing a repeat_interleave of groups)."""
+def _regroup(grad, shape, dtype):
+    """dB/dC of the (b, G, N, L) view back to the caller's B/C shape (undoing a repeat_interleave of groups) and
+    dtype.  (Each step is skipped where it would change nothing: this runs on every backward call.)"""
     g0 = 1 if len(shape) == 3 else shape[1]
     if grad.shape[1] != g0:
         grad = grad.view(grad.shape[0], g0, -1, *grad.shape[2:]).sum(2)
-    return grad.reshape(shape)
+    if grad.shape != shape:
+        grad = grad.reshape(shape)
+    return grad if grad.dtype == dtype else grad.to(dtype)
+
+
+def cast_if(x, dtype):
+    """x in ``dtype`` (x itself when it already is, or None)."""
+    return x if x is None or x.dtype == dtype else x.to(dtype)
 
 
 class KernelScan:
@@ -141,9 +149,9 @@ class KernelScan:
                 delta_softplus, B_shape, C_shape, B_dtype, C_dtype = ctx.meta
                 du, ddelta, dA, dB, dC, dD, dz, dbias = scan.backend._bwd(last_contig(dout), u, delta, A, B4, C4,
                                                                           D, z, delta_bias, delta_softplus, ckpt)
-                return (du, ddelta, dA.to(A.dtype), _regroup(dB, B_shape).to(B_dtype),
-                        _regroup(dC, C_shape).to(C_dtype), dD.to(D.dtype) if D is not None else None,
-                        dz, dbias.to(delta_bias.dtype) if delta_bias is not None else None, None, None)
+                return (du, ddelta, cast_if(dA, A.dtype), _regroup(dB, B_shape, B_dtype),
+                        _regroup(dC, C_shape, C_dtype), cast_if(dD, D.dtype) if D is not None else None, dz,
+                        cast_if(dbias, delta_bias.dtype) if delta_bias is not None else None, None, None)
 
         Fn.__name__ = Fn.__qualname__ = f'{self.fn_name}_Fn'
         return Fn

@@ -21,7 +21,7 @@ import threading
 
 import torch
 
-from ._kernel_scan import KernelScan, next_pow2 as _next_pow2, sm_count as _sm_count
+from ._kernel_scan import KernelScan, cast_if as _as, next_pow2 as _next_pow2, sm_count as _sm_count
 
 __all__ = ['selective_scan_cuda', 'is_available', 'launch_config', 'unavailable_reason', 'KernelBuildError']
 
@@ -462,10 +462,6 @@ def _signature(tag, u, delta, A, B4, C4, D, z, delta_bias, *flags):
     return (tag, u.shape, u.dtype, u.stride(), delta.stride(), A.shape, A.stride(), B4.shape, B4.dtype, B4.stride(),
             C4.stride(), D is None, None if z is None else z.stride(), delta_bias is None, u.device.index,
             tuple(sorted(_CONFIG_OVERRIDE.items())) if _CONFIG_OVERRIDE else ()) + flags
-
-
-def _as(x, dtype):
-    return x if x is None or x.dtype == dtype else x.to(dtype)
 
 
 def _fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt, reverse=False, store_out=True,
