@@ -115,8 +115,9 @@ def test_level1_checkpoint_interval():
     from mamba_sr_archs.ops import cuda_scan
     assert [mi._kept_chunk('cuda', n, True) for n in (4, 8, 16, 24, 32, 64)] == [8, 8, 8, 16, 16, 32]
     assert mi._kept_chunk('cuda', 32, False) is None and mi._kept_chunk('triton', 32, True) is None
-    assert cuda_scan.ckpt_shape(2, 120, 1, 32, 4096) == (2, 120, 512, 32)
-    assert cuda_scan.ckpt_shape(2, 120, 1, 32, 4096, chunk=16) == (2, 120, 256, 32)
+    assert cuda_scan.ckpt_shape(2, 120, 1, 32, 4096) == (2, 120, 256, 32)      # the kernels' own 16 at N = 32
+    assert cuda_scan.ckpt_shape(2, 120, 1, 16, 4096) == (2, 120, 512, 16)
+    assert cuda_scan.ckpt_shape(2, 120, 1, 64, 4096, chunk=32) == (2, 120, 128, 64)
     assert cuda_scan.ckpt_shape(2, 120, 1, 32, 4097, chunk=16) == (2, 120, 257, 32)
 
 

@@ -227,8 +227,8 @@ def launch_config(batch, dim, groups, dstate, seqlen, sm_count=132, grad=True, c
     ``grad``: the configuration of a forward that stores checkpoints and of its backward (they must agree on T,
     the checkpoint interval); ``grad=False`` that of a forward without autograd; ``chunk`` asks for another chunk
     length T (= checkpoint interval; the lean Mamba path keeps fewer checkpoints this way).  Defaults from the sweeps in
-    docs/benchmarks.md (H100): N >= 16: 8 lanes per channel (NS = N/8 states per thread), T = 8 with autograd and
-    16 without (N >= 32 without autograd: NS = N/16); N <= 8: NS = min(N, 4), T = 16.  NS >= N/32 so that a
+    docs/benchmarks.md (H100): N >= 16: 8 lanes per channel (NS = N/8 states per thread), T = 8 with autograd (16
+    at N = 32) and 16 without (N >= 32 without autograd: NS = N/16); N <= 8: NS = min(N, 4), T = 16.  NS >= N/32 so that a
     channel fits in a warp.  ``PG``: forward steps whose exp2 and shared loads are issued ahead of their recurrence,
     T unless ``_CONFIG_OVERRIDE['PG']`` says otherwise (MMA-B's batch-16 forward 0.355 ms at PG = 16 vs 0.384 step
     by step; docs/bench_results/cuda_scan_run24).  ``TF``: the forward's own chunk length, a multiple of T and at
@@ -248,7 +248,10 @@ def launch_config(batch, dim, groups, dstate, seqlen, sm_count=132, grad=True, c
     cands = [1 << i for i in range(12) if 32 // tpc <= (1 << i) <= max(32 // tpc, nthreads // tpc)]
     db = min(cands, key=lambda x: (-(-dpg // x) * x, -x))
     rg = _next_pow2(max(2, tpc // 2, -(-16 // (tpc * ns))))
-    t = max(int(over.get('T') or chunk or (8 if grad and npad >= 16 else 16)), tpc, rg)
+    # With autograd, 8-step chunks, except at N = 32 (MPSI), where 16 took its batch-16 forward+backward from 2.02 to
+    # 1.91 ms (fp32) and 2.03 to 1.89 (bf16), and halves the checkpoints (MMA-B's N = 16: 1.56 -> 1.93 ms, so 8 stays;
+    # cuda_scan_run54, run55).
+    t = max(int(over.get('T') or chunk or (8 if grad and npad >= 16 and npad != 32 else 16)), tpc, rg)
 
     def bwd_smem(db):        # the backward's static shared memory: 8 channel rows, (B, C) pairs, per-warp dB/dC
         return ((8 * db + 2 * (db * tpc // 32) * npad) * (t + 1) + t * (2 * npad + 4)) * 4

@@ -73,9 +73,9 @@ _NATIVE_REVERSE = frozenset({'cuda'})
 
 def _kept_chunk(backend, d_state, keep_ckpt):
     """Checkpoint interval of the checkpoints level 1 keeps, on the CUDA kernels: every max(8, N/2) steps, so they
-    hold about 2 floats per (channel, step) whatever N.  (The kernels' default of 8 keeps N/8: 4x the size of x at
-    MPSI's N = 32; a chunk of 16 there halves that for a few per cent more backward time -- the kernel sweeps in
-    docs/benchmarks.md.)  None (the default) for level 2's transient checkpoints and for other backends."""
+    hold about 2 floats per (channel, step) whatever N.  (The kernels' default is 8 steps, 16 at N = 32, where it is
+    also the faster one; at N = 64 a chunk of 32 quarters the checkpoints.)  None (the default) for level 2's
+    transient checkpoints and for other backends."""
     if not keep_ckpt or backend not in _NATIVE_REVERSE:
         return None
     return max(8, next_pow2(d_state) // 2)
