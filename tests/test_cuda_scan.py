@@ -124,6 +124,54 @@ def test_kernels_compile_with_nvrtc(shape, z, kind, softplus):
             assert cubin[:4] == b'\x7fELF' and name.encode() in cubin
 
 
+@pytest.mark.parametrize('name,over,kind', [('ssm_fwd_tp', {'TP_PF': 1}, 0), ('ssm_fwd_tp', {'TP_PF': 2}, 1),
+                                              ('ssm_bwd_tp', {'TP_BU': 1}, 0), ('ssm_bwd_tp', {'TP_BU': 8}, 1)])
+def test_time_parallel_variants_compile(name, over, kind):
+    """The time-parallel kernels' non-default variants (prefetching one input kind; other unrollings of the
+    backward's state loop, with z and a bias) still build for Hopper."""
+    _nvrtc_or_skip()
+    dtype = {0: torch.float32, 1: torch.bfloat16}[kind]
+    meta = dict(device='meta', dtype=dtype)
+    u, B4 = torch.empty(16, 96, 4096, **meta), torch.empty(16, 1, 8, 4096, **meta)
+    D = torch.empty(96, device='meta')
+    c = cs.launch_config(16, 96, 1, 8, 4096, grad=True)
+    cs._CONFIG_OVERRIDE.update(over)
+    try:
+        tp = cs.tp_config(c, 16, 96, 8, 132, u.element_size())
+    finally:
+        cs._CONFIG_OVERRIDE.clear()
+    assert all(tp[k] == v for k, v in over.items())
+    with open(cs._SRC) as f:
+        source = f.read()
+    defines = cs._defines(tp, u, B4, D, u, D, True, STORE_CKPT=int(name == 'ssm_fwd_tp'))
+    cubin = cs._nvrtc_cubin(source, cs.compile_options(name, defines, 'sm_90'))
+    assert cubin[:4] == b'\x7fELF' and name.encode() in cubin
+
+
+def test_time_parallel_configuration():
+    """Time-parallel kernels for N <= 8 with at least 4 warps per SM; the forward prefetches the next window for
+    2-byte inputs only (TP_PF bits: 1 B/C, 2 delta/u), and an override wins."""
+    c = cs.launch_config(16, 96, 1, 8, 4096, grad=True)
+    assert cs.tp_config(c, 16, 96, 8, 132, 2)['TP_PF'] == 3
+    assert cs.tp_config(c, 16, 96, 8, 132, 4)['TP_PF'] == 0
+    assert cs.tp_config(c, 1, 96, 8, 132, 2) is None                      # 96 warps: the lane kernels
+    assert cs.tp_config(cs.launch_config(16, 96, 1, 16, 4096), 16, 96, 16, 132, 2) is None     # N = 16
+    cs._CONFIG_OVERRIDE['TP_PF'] = 2
+    try:
+        assert cs.tp_config(c, 16, 96, 8, 132, 2)['TP_PF'] == 2
+    finally:
+        cs._CONFIG_OVERRIDE.clear()
+
+
+def test_chunk_length_with_autograd_by_state_count():
+    """With autograd the lane kernels take 8-step chunks, 16 at N = 32 (faster there, half the checkpoints); 16
+    without autograd."""
+    t = {n: cs.launch_config(16, 240, 1, n, 4096, grad=True)['T'] for n in (16, 24, 32, 64)}
+    assert t == {16: 8, 24: 16, 32: 16, 64: 8}
+    assert cs.launch_config(16, 240, 1, 32, 4096, grad=False)['T'] == 16
+    assert cs.ckpt_shape(16, 240, 1, 32, 4096) == (16, 240, 256, 32)
+
+
 def test_kernels_compile_for_ampere_too():
     c = cs.launch_config(16, 384, 1, 16, 4096)
     defines = dict(NS=c['NS'], TPC=c['TPC'], DB=c['DB'], T=c['T'], RG=c['RG'], BWD_MINB=1, HAS_D=1, HAS_Z=1,
