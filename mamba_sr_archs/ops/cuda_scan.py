@@ -229,9 +229,9 @@ def launch_config(batch, dim, groups, dstate, seqlen, sm_count=132, grad=True, c
     length T (= checkpoint interval; the lean Mamba path keeps fewer checkpoints this way).  Defaults from the sweeps in
     docs/benchmarks.md (H100): N >= 16: 8 lanes per channel (NS = N/8 states per thread), T = 8 with autograd (16
     at N = 32) and 16 without (N >= 32 without autograd: NS = N/16); N <= 8: NS = min(N, 4), T = 16.  NS >= N/32
-    so that a channel fits in a warp.  ``PG``: forward steps whose exp2 and shared loads are issued ahead of their recurrence,
-    T unless ``_CONFIG_OVERRIDE['PG']`` says otherwise (MMA-B's batch-16 forward 0.355 ms at PG = 16 vs 0.384 step
-    by step; docs/bench_results/cuda_scan_run24).  ``TF``: the forward's own chunk length, a multiple of T and at
+    so that a channel fits in a warp.  ``PG``: forward steps whose exp2 and shared loads are issued ahead of their
+    recurrence, T unless ``_CONFIG_OVERRIDE['PG']`` says otherwise (MMA-B's batch-16 forward 0.355 ms at PG = 16 vs
+    0.384 step by step; docs/bench_results/cuda_scan_run24).  ``TF``: the forward's own chunk length, a multiple of T and at
     least 16; it stores checkpoints every T steps.
     """
     over = _CONFIG_OVERRIDE
