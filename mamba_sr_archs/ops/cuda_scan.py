@@ -231,8 +231,8 @@ def launch_config(batch, dim, groups, dstate, seqlen, sm_count=132, grad=True, c
     at N = 32) and 16 without (N >= 32 without autograd: NS = N/16); N <= 8: NS = min(N, 4), T = 16.  NS >= N/32
     so that a channel fits in a warp.  ``PG``: forward steps whose exp2 and shared loads are issued ahead of their
     recurrence, T unless ``_CONFIG_OVERRIDE['PG']`` says otherwise (MMA-B's batch-16 forward 0.355 ms at PG = 16 vs
-    0.384 step by step; docs/bench_results/cuda_scan_run24).  ``TF``: the forward's own chunk length, a multiple of T and at
-    least 16; it stores checkpoints every T steps.
+    0.384 step by step; docs/bench_results/cuda_scan_run24).  ``TF``: the forward's own chunk length, a multiple of
+    T and at least 16; it stores checkpoints every T steps.
     """
     over = _CONFIG_OVERRIDE
     npad = _next_pow2(dstate)
