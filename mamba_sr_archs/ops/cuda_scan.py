@@ -96,9 +96,10 @@ _PRIMARY = {}        # device index -> its primary context (retained once)
 
 
 def _ensure_context(device):
-    """Make the device's primary context (PyTorch's) current on this thread; returns the driver library.  Driver calls need a current context;
-    PyTorch's runtime calls bind it lazily, so a thread that has made none yet (autograd's device thread, when the
-    backward builds or launches a kernel first) has none: cuModuleLoadData failed there with CUDA error 201."""
+    """Make the device's primary context (PyTorch's) current on this thread; returns the driver library.  Driver
+    calls need a current context; PyTorch's runtime calls bind it lazily, so a thread that has made none yet
+    (autograd's device thread, when the backward builds or launches a kernel first) has none: cuModuleLoadData failed
+    there with CUDA error 201."""
     _, cuda = _libs()
     ctx = _PRIMARY.get(device.index)
     if ctx is None:
