@@ -771,6 +771,22 @@ __device__ __forceinline__ void tp_state_inputs(float *a, float *bu, const float
     }
 }
 
+// A state's true values over the lane's steps from h (its value before the first), h_j = a_j h_{j-1} + bu_j, and
+// their part C_j h_j of the outputs y_j (s_Ck: the state's C row of the window).
+__device__ __forceinline__ void tp_state_outputs(float h, const float *a, const float *bu, const float *s_Ck, int col,
+                                                 float *y) {
+#pragma unroll
+    for (int q = 0; q < T; q += 4) {
+        const float4 cq = *reinterpret_cast<const float4 *>(&s_Ck[col + q]);
+        const float cc[4] = {cq.x, cq.y, cq.z, cq.w};
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            h = fmaf(a[q + e], h, bu[q + e]);
+            y[q + e] = fmaf(cc[e], h, y[q + e]);
+        }
+    }
+}
+
 // The start state of each lane's steps from its steps' total decay P and end state H from a zero state: an
 // inclusive scan of (P, H) over the lanes, shifted by one lane; ``carry`` (the state before the window) goes to
 // lane 0 and becomes the state after the window's last step.
@@ -916,17 +932,7 @@ ssm_fwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
             if (at_ckpt && k < N) ckpt[((b * dim + d) * (long long)n_ckpt + tl / CK) * N + k] = h0;
 #endif
 #if STORE_OUT
-            float hk = h0;
-#pragma unroll
-            for (int q = 0; q < T; q += 4) {
-                const float4 cq = *reinterpret_cast<const float4 *>(&s_C[k][col + q]);
-                const float cc[4] = {cq.x, cq.y, cq.z, cq.w};
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    hk = fmaf(a[q + e], hk, bu[q + e]);
-                    y[q + e] = fmaf(cc[e], hk, y[q + e]);
-                }
-            }
+            tp_state_outputs(h0, a, bu, s_C[k], col, y);
 #endif
         }
 #if STORE_OUT
@@ -1100,17 +1106,7 @@ ssm_bwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
                 float a[T], bu[T];
                 const float A2k = s_A2[wp][k];
                 tp_state_inputs(a, bu, s_B[k], col, dtv, dtu, A2k);
-                float h = tp_bwd_start(a, bu, s_hc[wp][k][lane], A2k, sum, lane);
-#pragma unroll
-                for (int qq = 0; qq < T; qq += 4) {
-                    const float4 cq = *reinterpret_cast<const float4 *>(&s_C[k][col + qq]);
-                    const float cc[4] = {cq.x, cq.y, cq.z, cq.w};
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) {
-                        h = fmaf(a[qq + e], h, bu[qq + e]);
-                        y[qq + e] = fmaf(cc[e], h, y[qq + e]);
-                    }
-                }
+                tp_state_outputs(tp_bwd_start(a, bu, s_hc[wp][k][lane], A2k, sum, lane), a, bu, s_C[k], col, y);
             }
             tp_load_row(zv, z + b * s_zb + d * s_zd, tl, L, vrow);
 #pragma unroll
