@@ -308,15 +308,14 @@ def tp_config(cfg, batch, dim, dstate, sm_count, in_bytes=4):
     lane kernels run.
 
     Used for N <= 8 (NS = N rounded up to a power of two) and batch x channels of at least ``_TP_MIN_WARPS`` warps
-    per multiprocessor.  A lane takes T = 8 steps (of every state, one state at a time); every
-    CK / T-th lane's start state is a checkpoint (CK = cfg['T'], the checkpoint interval: T or 2 T; the backward
-    derives the other lanes' start states from them).  The checkpoints are the same as the lane kernels', so either
-    backward can follow either forward.  ``_CONFIG_OVERRIDE``:
-    ``TP`` 1 forces it (where N allows), 0 turns it off; ``TP_DB`` channels (warps) per block (4), ``TP_T``,
-    ``TP_MINB`` (blocks per SM to fit registers for), ``TP_PF`` (the forward loads the next window's B/C, bit 1,
-    and delta/u, bit 2, while it computes this one: by default both for 2-byte inputs, ``in_bytes``; none in fp32,
-    where the registers that takes spill, cuda_scan_run50),
-    ``TP_BU`` (unroll the backward's state loop this many times).
+    per multiprocessor.  A lane takes T = 8 steps of every state, one state at a time; every CK / T-th lane's start
+    state is a checkpoint (CK = cfg['T'], the checkpoint interval: T or 2 T; the backward derives the other lanes'
+    start states from them).  The checkpoints are the same as the lane kernels', so either backward can follow
+    either forward.  ``in_bytes``: the size of an input element.  ``_CONFIG_OVERRIDE``: ``TP`` 1 forces it (where N
+    allows), 0 turns it off; ``TP_DB`` channels (warps) per block (4), ``TP_T``, ``TP_MINB`` (blocks per SM to fit
+    registers for), ``TP_PF`` (the forward loads the next window's B/C, bit 1, and delta/u, bit 2, while it computes
+    this one: both by default for 2-byte inputs, neither in fp32, where the registers they take spill;
+    cuda_scan_run50, run53), ``TP_BU`` (unroll the backward's state loop this many times).
     """
     force = _CONFIG_OVERRIDE.get('TP')
     npad = _next_pow2(dstate)

@@ -538,8 +538,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         backend: 'auto' (default), 'cuda', 'triton', 'mamba_ssm', 'torch' or 'ref'.  None reads the environment
             variable ``MAMBA_SR_SCAN_BACKEND`` (same names); the argument wins over the variable.  Auto picks, for
             CUDA tensors, cuda, then mamba_ssm, then triton, then torch (float64 inputs always take torch); for
-            CPU tensors torch.  An unavailable explicit choice raises
-            RuntimeError, an unknown name ValueError.
+            CPU tensors torch.  An unavailable explicit choice raises RuntimeError, an unknown name ValueError.
 
     Returns:
         out (batch, dim, seqlen) in u's dtype, or (out, last_state).
