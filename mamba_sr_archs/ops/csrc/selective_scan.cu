@@ -15,7 +15,7 @@
 // STORE_CKPT, STORE_OUT (0: the forward only stores checkpoints, no outputs), ONLY (the one kernel built: 0 ssm_fwd,
 // 1 ssm_bwd, 2 ssm_fwd_tp, 3 ssm_bwd_tp; undefined: ssm_fwd and ssm_bwd), REVERSE (scan the sequence from its end:
 // time step t reads and writes memory position L - 1 - t, so a reversed direction needs no flipped copies), IN_KIND
-// and BC_KIND (0 fp32, 1 bf16, 2 fp16).  The time-parallel kernels (end of the file) also take TP_MINB and TP_PF.
+// and BC_KIND (0 fp32, 1 bf16, 2 fp16).  The time-parallel kernels (end of the file) also take TP_MINB, TP_PF, TP_BU.
 constexpr int NS = SS_NS, TPC = SS_TPC, DB = SS_DB, T = SS_T, RG = SS_RG;
 #define HAS_D SS_HAS_D
 #define HAS_Z SS_HAS_Z
