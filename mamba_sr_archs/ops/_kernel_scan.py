@@ -80,19 +80,22 @@ def prepare_inputs(u, delta, A, B, C, D, z, delta_bias, max_dstate, fn_name):
 
 
 def grad_buffers(u, delta, z, D, delta_bias, groups, dstate, atomic_bc, empty):
-    """Output buffers of a backward kernel: du, ddelta, dz in their inputs' dtypes (ddelta/dz in ``delta``/``z``'s
-    dtype), float32 dB/dC (b, G, N, L) (zeroed when several programs add into them, ``atomic_bc``) and zeroed
-    float32 dA, dD, d(delta_bias) (sums over the batch).  ``empty(shape, dtype, device)`` allocates the others."""
+    """Output buffers of a backward kernel, as (du, ddelta, dB, dC, dA, dD, dz, d(delta_bias)): du, ddelta, dz in
+    their inputs' dtypes (ddelta/dz in ``delta``/``z``'s dtype), float32 dB/dC (b, G, N, L) (zeroed when several
+    programs add into them, ``atomic_bc``) and zeroed float32 dA, dD, d(delta_bias) (sums over the batch).
+    ``empty(shape, dtype, device)`` allocates the ones not zeroed; the zeroed ones are cleared by one fused launch
+    (this runs on every backward call)."""
     batch, dim, seqlen = u.shape
     dev = u.device
     f32 = dict(dtype=torch.float32, device=dev)
-    bc = torch.zeros if atomic_bc else empty
-    return dict(du=empty((batch, dim, seqlen), u.dtype, dev), ddelta=empty((batch, dim, seqlen), delta.dtype, dev),
-                dz=empty((batch, dim, seqlen), z.dtype, dev) if z is not None else None,
-                dB=bc((batch, groups, dstate, seqlen), **f32), dC=bc((batch, groups, dstate, seqlen), **f32),
-                dA=torch.zeros((dim, dstate), **f32),
-                dD=torch.zeros((dim,), **f32) if D is not None else None,
-                dbias=torch.zeros((dim,), **f32) if delta_bias is not None else None)
+    shape_bc = (batch, groups, dstate, seqlen)
+    dB, dC = (torch.empty(shape_bc, **f32) if atomic_bc else empty(shape_bc, torch.float32, dev) for _ in range(2))
+    dA = torch.empty((dim, dstate), **f32)
+    dD = torch.empty((dim,), **f32) if D is not None else None
+    dbias = torch.empty((dim,), **f32) if delta_bias is not None else None
+    torch._foreach_zero_([t for t in ((dB, dC) if atomic_bc else ()) + (dA, dD, dbias) if t is not None])
+    return (empty((batch, dim, seqlen), u.dtype, dev), empty((batch, dim, seqlen), delta.dtype, dev), dB, dC, dA, dD,
+            empty((batch, dim, seqlen), z.dtype, dev) if z is not None else None, dbias)
 
 
 def _regroup(grad, shape, dtype):

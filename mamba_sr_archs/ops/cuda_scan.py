@@ -21,7 +21,7 @@ import threading
 
 import torch
 
-from ._kernel_scan import KernelScan, cast_if as _as, next_pow2 as _next_pow2, sm_count as _sm_count
+from ._kernel_scan import KernelScan, cast_if as _as, grad_buffers, next_pow2 as _next_pow2, sm_count as _sm_count
 
 __all__ = ['selective_scan_cuda', 'is_available', 'launch_config', 'unavailable_reason', 'KernelBuildError']
 
@@ -554,25 +554,16 @@ def _bwd(dout, u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, ckpt, reve
                                    bool(reverse), chunk, dout.stride(), ckpt.shape),
                         _bwd_plan, dout, u, delta_in, A32, B4, C4, D32, z_in, bias32, delta_softplus, ckpt,
                         reverse, chunk)
-    batch, dim, seqlen = u.shape
     dev = u.device
     m = plan.meta
-    groups, dstate = B4.shape[1], B4.shape[2]
-    # Separate allocations (the outputs of a custom op may not alias one another); the buffers the kernels add into
-    # are zeroed by one fused launch.
-    du, ddelta = (_empty((batch, dim, seqlen), u.dtype, dev) for _ in range(2))
-    dz = _empty((batch, dim, seqlen), u.dtype, dev) if z is not None else None
-    f32 = dict(dtype=torch.float32, device=dev)
-    shape_bc = (batch, groups, dstate, seqlen)
-    dB, dC = (torch.empty(shape_bc, **f32) if m['atomic'] else _empty(shape_bc, torch.float32, dev) for _ in range(2))
-    dA = torch.empty((dim, dstate), **f32)
-    dD = torch.empty((dim,), **f32) if D is not None else None
-    dbias = torch.empty((dim,), **f32) if delta_bias is not None else None
-    torch._foreach_zero_([t for t in ((dB, dC) if m['atomic'] else ()) + (dA, dD, dbias) if t is not None])
+    # Separate allocations (the outputs of a custom op may not alias one another); the kernels write du, ddelta and
+    # dz in u's dtype (converted back by _bwd_cast).
+    du, ddelta, dB, dC, dA, dD, dz, dbias = grad_buffers(u, delta_in, z_in, D, delta_bias, B4.shape[1], B4.shape[2],
+                                                         m['atomic'], _empty)
     tensors = dict(u=u, delta=delta_in, A=A32, B=B4, C=C4, D=D32, z=z_in, bias=bias32, dout=dout, ckpt=ckpt, du=du,
                    ddelta=ddelta, dA=dA, dB=dB, dC=dC, dD=dD, dz=dz, dbias=dbias)
     if m['n_seg_floats']:
-        tensors['seg_a'], tensors['seg_b'] = torch.empty((m['n_seg_floats'],), **f32).chunk(2)
+        tensors['seg_a'], tensors['seg_b'] = torch.empty((m['n_seg_floats'],), dtype=torch.float32, device=dev).chunk(2)
     if plan.vec is not None:
         plan.vec.value = m['vec'] & (_aligned(u, delta_in, z_in, dout, du, ddelta, dz) | 2 * _aligned(B4, C4))
     plan.run(tensors, dev)
@@ -599,7 +590,7 @@ def _bwd_plan(dout, u, delta_in, A32, B4, C4, D32, z_in, bias32, delta_softplus,
     if tp is not None:
         kern = _kernel('ssm_bwd_tp', _defines(tp, u, B4, D32, z_in, bias32, delta_softplus, **defines), dev)
         plan.vec = ctypes.c_int(0)
-        # du, ddelta, dz: contiguous (b, d, L) slices of one allocation (their addresses are checked per call)
+        # du, ddelta, dz: contiguous (b, d, L) allocations (their addresses are checked per call)
         grad_rows = torch.empty((batch, dim, seqlen), dtype=u.dtype, device='meta')
         plan.meta['vec'] = (_rows_vectorizable(u, delta_in, z_in, dout, grad_rows)
                             | 2 * _rows_vectorizable(B4, C4))

@@ -838,8 +838,7 @@ def _bwd(dout, u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, ckpt):
     assert n_chunks == -(-seqlen // cfg['BLOCK_L']), 'chunk length changed between forward and backward'
     dout = _last_contig(dout)
     atomic = cfg['n_dblk'] > 1
-    g = grad_buffers(u, delta, z, D, delta_bias, groups, dstate, atomic, _empty)
-    du, ddelta, dB, dC, dA, dD, dz, dbias = (g[k] for k in ('du', 'ddelta', 'dB', 'dC', 'dA', 'dD', 'dz', 'dbias'))
+    du, ddelta, dB, dC, dA, dD, dz, dbias = grad_buffers(u, delta, z, D, delta_bias, groups, dstate, atomic, _empty)
     dummy = du
     zz = z if z is not None else u
     if cfg['impl'] == 'runs':
