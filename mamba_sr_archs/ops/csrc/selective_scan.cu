@@ -1024,6 +1024,7 @@ __device__ __forceinline__ void tp_add_dbc(const float (*s_red)[DB][32 * RPITCH]
         }
     }
 }
+
 extern "C" __global__ void __launch_bounds__(TP_THREADS, SS_TP_MINB)
 ssm_bwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__restrict__ A,
            const bc_t *__restrict__ Bm, const bc_t *__restrict__ Cm, const float *__restrict__ Dv,
