@@ -308,6 +308,20 @@ def time_fn(fn, ins, grad=False, rep=200):
     return ms
 
 
+def host_and_wall(step, n, cuda=True):
+    """Seconds per call of ``step`` over ``n`` calls: (host time to issue them, no sync in between; wall time until
+    the GPU has finished them).  Where the first is the larger, the calls are bound by the host."""
+    if cuda:
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        step()
+    t1 = time.perf_counter()
+    if cuda:
+        torch.cuda.synchronize()
+    return (t1 - t0) / n, (time.perf_counter() - t0) / n
+
+
 def time_fn_graph(fn, ins, grad=False, rep=200):
     """GPU time of one call (forward, or forward+backward with ``grad``): the call captured once in a CUDA graph and
     replayed, so the host's time to issue it is not in the figure (``time_fn`` includes it wherever the host is

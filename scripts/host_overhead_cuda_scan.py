@@ -13,12 +13,13 @@ import cProfile
 import os
 import pstats
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mamba_sr_archs.ops import cuda_scan as cs  # noqa: E402
+from bench_gpu import host_and_wall  # noqa: E402  (shared with profile_cuda_scan.py --host-time)
 
 
 class _NoKernel:
@@ -56,16 +57,8 @@ def main():
         cs._CONFIG_OVERRIDE['TP'] = tp
         for _ in range(5):
             step()
-        if dev == 'cuda':
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(100):
-            step()
-        t1 = time.perf_counter()
-        if dev == 'cuda':
-            torch.cuda.synchronize()
-        t2 = time.perf_counter()
-        print(f'{dev} {mode} TP={tp}: f+b host {(t1 - t0) * 1e4:.1f} us/step, wall {(t2 - t0) * 1e4:.1f} us/step')
+        host, wall = host_and_wall(step, 100, cuda=dev == 'cuda')
+        print(f'{dev} {mode} TP={tp}: f+b host {host * 1e6:.1f} us/step, wall {wall * 1e6:.1f} us/step')
     if mode == 'fake':
         prof = cProfile.Profile()
         prof.runcall(lambda: [step() for _ in range(100)])

@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mamba_sr_archs.ops import cuda_scan  # noqa: E402
-from bench_gpu import parse_override  # noqa: E402  (the benchmarks' KEY=INT,... parser)
+from bench_gpu import host_and_wall, parse_override  # noqa: E402  (shared with the GPU benchmarks)
 
 # name -> (batch, channels, L, N, grouped B/C (b, 1, N, L), gate z): the scan calls of the networks' training steps
 SHAPES = {'MambaIRv2-light': (16, 96, 4096, 8, True, False), 'MMA-B': (16, 384, 4096, 16, False, True),
@@ -61,21 +61,15 @@ def main():
             step()
         torch.cuda.synchronize()
         if args.host_time:
-            import time
-            for t in ins:
-                if t is not None:
-                    t.grad = None
-            t0 = time.perf_counter()
-            for _ in range(50):
+            def step_zero():
                 step()
                 for t in ins:                   # as zero_grad(set_to_none=True) does between training steps
                     if t is not None:
                         t.grad = None
-            t1 = time.perf_counter()
-            torch.cuda.synchronize()
-            t2 = time.perf_counter()
-            print(f'{name} {args.dtype} {args.override or "defaults"}: host issue {(t1 - t0) * 20:.3f} ms/step, '
-                  f'wall {(t2 - t0) * 20:.3f} ms/step')
+            step_zero()
+            host, wall = host_and_wall(step_zero, 50)
+            print(f'{name} {args.dtype} {args.override or "defaults"}: host issue {host * 1e3:.3f} ms/step, '
+                  f'wall {wall * 1e3:.3f} ms/step')
         if args.torch_profile:
             from torch.profiler import ProfilerActivity, profile
             with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
