@@ -78,6 +78,14 @@ def test_launch_config_keeps_kernel_invariants(shape, grad):
         batch, dim, groups, dstate, seqlen, grad=True)['T'])
 
 
+def _assert_hopper_cubin(name, defines):
+    """Kernel ``name`` builds to a Hopper cubin with these defines (ptxas checks registers and shared memory)."""
+    with open(cs._SRC) as f:
+        source = f.read()
+    cubin = cs._nvrtc_cubin(source, cs.compile_options(name, defines, 'sm_90'))
+    assert cubin[:4] == b'\x7fELF' and name.encode() in cubin
+
+
 @pytest.mark.parametrize('shape,z,kind,softplus', [
     ((16, 384, 1, 16, 4096), True, 0, True), ((16, 384, 1, 16, 4096), True, 1, True),
     ((16, 96, 1, 8, 4096), False, 0, True), ((16, 240, 1, 32, 4096), True, 2, True),
@@ -94,8 +102,6 @@ def test_kernels_compile_with_nvrtc(shape, z, kind, softplus):
     u, B4 = torch.empty(batch, dim, seqlen, **meta), torch.empty(batch, groups, dstate, seqlen, **meta)
     D, bias = torch.empty(dim, device='meta'), torch.empty(dim, device='meta')
     zz = u if z else None
-    with open(cs._SRC) as f:
-        source = f.read()
     for grad in (True, False):
         c = cs.launch_config(batch, dim, groups, dstate, seqlen, grad=grad)
         fc = cs.forward_config(c)
@@ -120,8 +126,7 @@ def test_kernels_compile_with_nvrtc(shape, z, kind, softplus):
                 builds += [('ssm_bwd_tp', cs._defines(tp, u, B4, D, zz, bias, softplus, rev, STORE_CKPT=0))
                            for rev in (False, True)]
         for name, defines in builds:
-            cubin = cs._nvrtc_cubin(source, cs.compile_options(name, defines, 'sm_90'))
-            assert cubin[:4] == b'\x7fELF' and name.encode() in cubin
+            _assert_hopper_cubin(name, defines)
 
 
 @pytest.mark.parametrize('name,over,kind', [('ssm_fwd_tp', {'TP_PF': 1}, 0), ('ssm_fwd_tp', {'TP_PF': 2}, 1),
@@ -141,11 +146,7 @@ def test_time_parallel_variants_compile(name, over, kind):
     finally:
         cs._CONFIG_OVERRIDE.clear()
     assert all(tp[k] == v for k, v in over.items())
-    with open(cs._SRC) as f:
-        source = f.read()
-    defines = cs._defines(tp, u, B4, D, u, D, True, STORE_CKPT=int(name == 'ssm_fwd_tp'))
-    cubin = cs._nvrtc_cubin(source, cs.compile_options(name, defines, 'sm_90'))
-    assert cubin[:4] == b'\x7fELF' and name.encode() in cubin
+    _assert_hopper_cubin(name, cs._defines(tp, u, B4, D, u, D, True, STORE_CKPT=int(name == 'ssm_fwd_tp')))
 
 
 def test_time_parallel_configuration():
