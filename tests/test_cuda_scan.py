@@ -108,6 +108,7 @@ def test_kernels_compile_with_nvrtc(shape, z, kind, softplus):
         builds = [('ssm_fwd', cs._defines(fc, u, B4, D, zz, bias, softplus, STORE_CKPT=grad)),      # outputs
                   ('ssm_fwd', cs._defines(fc, u, B4, D, zz, bias, softplus, STORE_CKPT=0, STORE_OUT=0)),  # summary
                   ('ssm_fwd', cs._defines(fc, u, B4, D, zz, bias, softplus, True, STORE_CKPT=grad))]   # reversed
+        builds += [(name, dict(defines, ASYNC=1)) for name, defines in builds[:2]]     # cp.async chunk copies
         if grad:
             builds += [('ssm_fwd', cs._defines(fc, u, B4, D, zz, bias, softplus, STORE_CKPT=1, STORE_OUT=0)),
                        ('ssm_bwd', cs._defines(c, u, B4, D, zz, bias, softplus, STORE_CKPT=0)),
@@ -446,6 +447,31 @@ def test_time_parallel_kernels_match_the_reference_on_gpu(batch, dim, seqlen, ds
     for name, gr, gf in zip(['du', 'ddelta', 'dA', 'dB', 'dC', 'dD', 'dz', 'dbias'], grads_r, grads_f):
         if gr is not None:
             assert rel(gr, gf.flip(-1) if gr.dim() >= 3 else gf) < 1e-5, name
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.parametrize('dtype,seqlen,dstate,reverse,segments,with_z', [
+    (torch.bfloat16, 1000, 12, False, None, True), (torch.bfloat16, 4104, 16, True, 3, True),
+    (torch.float32, 1000, 32, True, None, False), (torch.float16, 4104, 16, False, 3, False)])
+def test_async_chunk_copies_give_the_element_wise_results_on_gpu(dtype, seqlen, dstate, reverse, segments, with_z):
+    """The lane forward with chunks copied by cp.async (aligned rows) gives bit for bit what the element-wise loads
+    give: outputs, last state, checkpoints; a partial last chunk, N below its power of two, channels past the last
+    block (20 of them), reversed, split into segments."""
+    args = [t.detach() if t is not None else None
+            for t in _tp_inputs(2, 20, seqlen, dstate, dtype, with_z, 0, seed=4)]
+    results = []
+    for asy in (1, 0):
+        cs._CONFIG_OVERRIDE.update({'TP': 0, 'ASYNC': asy})
+        if segments:
+            cs._CONFIG_OVERRIDE['SEGMENTS'] = segments
+        try:
+            results.append(cs._fwd(*args, True, True, reverse=reverse))
+        finally:
+            cs._CONFIG_OVERRIDE.clear()
+    assert any(name == 'ssm_fwd' and dict(defs).get('ASYNC') == 1 for name, defs, _ in cs._KERNELS)
+    for name, a, b in zip(('out', 'last', 'ckpt'), *results):
+        assert torch.equal(a, b), name
 
 
 @pytest.mark.gpu

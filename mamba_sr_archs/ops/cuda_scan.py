@@ -476,10 +476,12 @@ def _fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt, reve
     C4, A, D, delta_bias = _as(C4, B4.dtype), _as(A, torch.float32), _as(D, torch.float32), _as(delta_bias,
                                                                                                 torch.float32)
     delta, z = _as(delta, u.dtype), _as(z, u.dtype)
+    # Whether the input rows and B/C start on 16-byte boundaries: vector loads where they do (part of the plan)
+    aligned = (_aligned(u, delta, z if store_out else None), _aligned(B4, C4))
     plan = _cached_plan(_signature('fwd', u, delta, A, B4, C4, D, z, delta_bias, bool(delta_softplus),
-                                   bool(store_ckpt), bool(reverse), bool(store_out), chunk),
+                                   bool(store_ckpt), bool(reverse), bool(store_out), chunk) + aligned,
                         _fwd_plan, u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt, reverse,
-                        store_out, chunk)
+                        store_out, chunk, aligned)
     batch, dim, seqlen = u.shape
     dev = u.device
     m = plan.meta
@@ -492,14 +494,11 @@ def _fwd(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt, reve
     if m['n_seg_floats']:
         seg = torch.empty((m['n_seg_floats'],), dtype=torch.float32, device=dev)
         tensors['seg_a'], tensors['seg_b'] = seg.chunk(2)
-    if plan.vec is not None:
-        plan.vec.value = (m['vec'] & (_aligned(u, delta, z if store_out else None, out)
-                                      | 2 * _aligned(B4, C4)))
     plan.run(tensors, dev)
     return out, last, ckpt
 
 
-def _fwd_plan(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt, reverse, store_out, chunk):
+def _fwd_plan(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt, reverse, store_out, chunk, aligned):
     batch, dim, seqlen, dstate, groups, sm, cfg = _shape_config(u, A, B4, bool(store_ckpt), chunk)
     dev = u.device
     n_chunks = -(-seqlen // cfg['T'])                # checkpoints: one per chunk of the backward
@@ -515,15 +514,20 @@ def _fwd_plan(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt,
     if tp is not None:
         kern = _kernel('ssm_fwd_tp', _defines(tp, u, B4, D, z, delta_bias, delta_softplus, reverse,
                                               STORE_CKPT=bool(store_ckpt), STORE_OUT=int(store_out)), dev)
-        plan.vec = ctypes.c_int(0)
+        # out is allocated contiguous and aligned
         out_rows = torch.empty_strided((batch, dim, seqlen), out_strides + (1,), dtype=u.dtype, device='meta')
-        plan.meta['vec'] = (_rows_vectorizable(u, delta, z if store_out else None, out_rows)
-                            | 2 * _rows_vectorizable(B4, C4))
+        plan.vec = ctypes.c_int((aligned[0] and _rows_vectorizable(u, delta, z if store_out else None, out_rows))
+                                | 2 * (aligned[1] and _rows_vectorizable(B4, C4)))
         plan.launches.append(_Launch(kern, tp['grid'], head + [sl('out'), sl('last'), sl('ckpt')]
                                      + [ctypes.c_int(v) for v in (dim, seqlen, dstate, dim // groups, tp['n_dblk'],
                                                                   n_chunks)] + [plan.vec] + strides))
         return plan
-    kern = _kernel('ssm_fwd', _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, reverse,
+    # Chunks copied by cp.async: every row contiguous and 16-byte aligned, L whole vectors (cuda_scan_run60).
+    z_rows, c_rows = (z, C4) if store_out else (None, None)
+    use_async = (all(aligned) and int(_CONFIG_OVERRIDE.get('ASYNC', 1)) == 1
+                 and _rows_vectorizable(u, delta, z_rows, B4, c_rows)
+                 and seqlen % (16 // u.element_size()) == 0 and seqlen % (16 // B4.element_size()) == 0)
+    kern = _kernel('ssm_fwd', _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, reverse, ASYNC=use_async,
                                        STORE_CKPT=bool(store_ckpt), STORE_OUT=int(store_out)), dev)
     n_seg = _segments(cfg, batch, groups, seqlen, sm, grad=bool(store_ckpt))
     tail = [ctypes.c_int(v) for v in (dim, seqlen, dstate, dim // groups, cfg['n_dblk'], n_chunks)]
@@ -538,8 +542,8 @@ def _fwd_plan(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt,
         + strides
     # Pass 1: segment summaries (no outputs, no checkpoints; STORE_OUT 0 is what sums delta for the segment's
     # decay); pass 2: outputs from the true start states.
-    summary = _kernel('ssm_fwd', _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, reverse, STORE_CKPT=0,
-                                          STORE_OUT=0), dev)
+    summary = _kernel('ssm_fwd', _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, reverse, ASYNC=use_async,
+                                          STORE_CKPT=0, STORE_OUT=0), dev)
     plan.launches += [_Launch(summary, grid, args + [ctypes.c_int(1)]), _Launch(kern, grid, args + [ctypes.c_int(2)])]
     return plan
 

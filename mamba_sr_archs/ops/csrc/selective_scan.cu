@@ -13,7 +13,9 @@
 // NS, TPC, DB, T, RG (backward steps per reduction group), BWD_MINB (backward blocks per SM to fit registers for),
 // PG and CK (forward: steps per pipelined group, steps between checkpoints), HAS_D, HAS_Z, HAS_BIAS, SOFTPLUS,
 // STORE_CKPT, STORE_OUT (0: the forward only stores checkpoints, no outputs), ONLY (the one kernel built: 0 ssm_fwd,
-// 1 ssm_bwd, 2 ssm_fwd_tp, 3 ssm_bwd_tp; undefined: ssm_fwd and ssm_bwd), REVERSE (scan the sequence from its end:
+// 1 ssm_bwd, 2 ssm_fwd_tp, 3 ssm_bwd_tp; undefined: ssm_fwd and ssm_bwd), ASYNC (ssm_fwd: chunks are copied to
+// shared memory with cp.async, 16 bytes at a time; the launcher sets it when every row is contiguous, 16-byte
+// aligned and L a whole number of vectors), REVERSE (scan the sequence from its end:
 // time step t reads and writes memory position L - 1 - t, so a reversed direction needs no flipped copies), IN_KIND
 // and BC_KIND (0 fp32, 1 bf16, 2 fp16).  The time-parallel kernels (end of the file) also take TP_MINB, TP_PF, TP_BU.
 constexpr int NS = SS_NS, TPC = SS_TPC, DB = SS_DB, T = SS_T, RG = SS_RG;
@@ -29,6 +31,9 @@ constexpr int NS = SS_NS, TPC = SS_TPC, DB = SS_DB, T = SS_T, RG = SS_RG;
 #endif
 #ifndef SS_CK
 #define SS_CK SS_T
+#endif
+#ifndef SS_ASYNC
+#define SS_ASYNC 0
 #endif
 constexpr int PG = SS_PG;    // forward steps per pipelined group (1: step by step)
 constexpr int CK = SS_CK;    // forward: steps between stored state checkpoints (the backward's chunk length)
@@ -79,8 +84,13 @@ __device__ __forceinline__ float ld_bc(bc_t x) { return f16_f(x); }
 #define LOG2E 1.4426950408889634f
 
 __device__ __forceinline__ float softplus_f(float x) {
-    // log1p(exp(x)) for x <= 20, x above (torch and mamba_ssm do the same)
-    return x <= 20.f ? log1pf(__expf(x)) : x;
+    // log1p(exp(x)) = max(x, 0) + log1p(e), e = exp(-|x|) in (0, 1]; log1p(e) by its series to e^5 below e = 1/16
+    // (relative error < 2e-7), else log2(1 + e) ln 2 (MUFU lg2, absolute error ~1e-7).  Above x = 20 this is x in
+    // float, as torch and mamba_ssm return.  14 instructions without branches; log1pf took 25 and two branches.
+    const float e = exp2f(-fabsf(x) * LOG2E);
+    const float series = e * fmaf(e, fmaf(e, fmaf(e, fmaf(e, 0.2f, -0.25f), 1.f / 3.f), -0.5f), 1.f);
+    const float lg = __log2f(1.f + e) * 0.6931471805599453f;
+    return fmaxf(x, 0.f) + (e < 0.0625f ? series : lg);
 }
 
 __device__ __forceinline__ float sigmoid_f(float x) { return 1.f / (1.f + __expf(-x)); }
@@ -175,6 +185,35 @@ __device__ __forceinline__ void bc_at(const float (*s_BC)[BCP], int tt, int s, f
 // the (B, C) pairs.  Positions past the end and channels past the group read as zero (delta 0 means a = 1 and no
 // input: the state passes through unchanged).
 
+#if SS_ASYNC
+// ASYNC: the raw rows of a chunk go to shared memory by cp.async (16 bytes per copy, no registers held while they
+// fly), then every thread converts two neighbouring positions of a row.  With element-wise loads into registers,
+// their 64-bit addressing and bounds checks took a fifth of the bf16 forward's instructions (MMA-B, ncu).
+__device__ __forceinline__ void cp_async16(unsigned dst, const void *src, bool ok) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(ok ? 16 : 0) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+// Two neighbouring elements of a raw row, as floats.
+__device__ __forceinline__ float2 ld2_in(const in_t *p) {
+#if IN_KIND == 0
+    return *reinterpret_cast<const float2 *>(p);
+#else
+    const unsigned w = *reinterpret_cast<const unsigned *>(p);
+    return make_float2(ld_in(in_t(w & 0xffffu)), ld_in(in_t(w >> 16)));
+#endif
+}
+__device__ __forceinline__ float2 ld2_bc(const bc_t *p) {
+#if BC_KIND == 0
+    return *reinterpret_cast<const float2 *>(p);
+#else
+    const unsigned w = *reinterpret_cast<const unsigned *>(p);
+    return make_float2(ld_bc(bc_t(w & 0xffffu)), ld_bc(bc_t(w >> 16)));
+#endif
+}
+#endif
+
 #if !defined(SS_ONLY) || SS_ONLY == 0
 extern "C" __global__ void __launch_bounds__(NTHREADS)
 ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__restrict__ A,
@@ -226,6 +265,63 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
     const bc_t *Bg = Bm + b * s_Bb + g * s_Bg;
     const bc_t *Cg = Cm + b * s_Cb + g * s_Cg;
 
+#if SS_ASYNC
+    // Raw rows of the chunk: delta, u (and z) of the DB channels, B (and C) of the NPAD states, copied one chunk
+    // ahead.  Copy j of this thread: row base v_src[j] (clamped into the tensor), position v_m[j] within the chunk's
+    // memory window, and v_key[j]: the copy is whole when t0 + v_key[j] < t_end (its latest time step; huge for a
+    // row past the group or past N, which reads as zeros).
+    constexpr bool LOAD_Z = HAS_Z && STORE_OUT;
+    constexpr int VI = 16 / sizeof(in_t), VB = 16 / sizeof(bc_t);
+    static_assert(T % VI == 0 && T % VB == 0, "ASYNC: whole 16-byte vectors per chunk row");
+    constexpr int NRI = (2 + LOAD_Z) * DB, NRB = (1 + STORE_OUT) * NPAD;   // channel rows, state rows
+    constexpr int NVI = NRI * (T / VI), NV = NVI + NRB * (T / VB);
+    constexpr int NJ = (NV + NTHREADS - 1) / NTHREADS;
+    __shared__ __align__(16) in_t s_rin[NRI][T];
+    __shared__ __align__(16) bc_t s_rbc[NRB][T];
+    const char *v_src[NJ];
+    unsigned v_dst[NJ];      // shared-space address
+    int v_m[NJ], v_key[NJ], v_es[NJ];
+#pragma unroll
+    for (int j = 0; j < NJ; ++j) {
+        const int v = tid + j * NTHREADS;
+        v_src[j] = nullptr; v_dst[j] = 0; v_m[j] = 0; v_key[j] = 1 << 30; v_es[j] = 0;
+        if (v < NVI) {
+            const int row = v / (T / VI), m = (v % (T / VI)) * VI, kind = row / DB, cc = row % DB;
+            const in_t *base = kind == 0 ? dt + b * s_tb : kind == 1 ? u + b * s_ub : z + b * s_zb;
+            const long long sd = kind == 0 ? s_td : kind == 1 ? s_ud : s_zd;
+            v_src[j] = reinterpret_cast<const char *>(base + (g * dpg + min(d0 + cc, dpg - 1)) * sd);
+            v_dst[j] = (unsigned)__cvta_generic_to_shared(&s_rin[row][m]);
+            v_m[j] = m; v_es[j] = sizeof(in_t);
+            if (d0 + cc < dpg) v_key[j] = REVERSE ? T - 1 - m : m;
+        } else if (v < NV) {
+            const int row = (v - NVI) / (T / VB), m = ((v - NVI) % (T / VB)) * VB, n = row % NPAD;
+            const bc_t *base = row < NPAD ? Bg : Cg;
+            v_src[j] = reinterpret_cast<const char *>(base + min(n, N - 1) * (row < NPAD ? s_Bn : s_Cn));
+            v_dst[j] = (unsigned)__cvta_generic_to_shared(&s_rbc[row][m]);
+            v_m[j] = m; v_es[j] = sizeof(bc_t);
+            if (n < N) v_key[j] = REVERSE ? T - 1 - m : m;
+        }
+    }
+    auto load = [&](int t0) {
+        const int w0 = REVERSE ? L - t0 - T : t0;      // lowest memory position of the chunk's window
+#pragma unroll
+        for (int j = 0; j < NJ; ++j) {
+            if (tid + j * NTHREADS < NV) {
+                const bool ok = t0 + v_key[j] < t_end;
+                cp_async16(v_dst[j], v_src[j] + (ok ? (long long)(w0 + v_m[j]) * v_es[j] : 0ll), ok);
+            }
+        }
+        cp_async_commit();
+    };
+    // Staging: pair i of the channel rows is channel i / (T/2), memory positions m, m + 1 of the window.
+    constexpr int NCP = (DB * T / 2 + NTHREADS - 1) / NTHREADS, NSP = (NPAD * T / 2 + NTHREADS - 1) / NTHREADS;
+    float bias_j[NCP];
+#pragma unroll
+    for (int j = 0; j < NCP; ++j) {
+        const int cc = min((tid + j * NTHREADS) / (T / 2), DB - 1);
+        bias_j[j] = HAS_BIAS ? bias[g * dpg + min(d0 + cc, dpg - 1)] : 0.f;
+    }
+#else
     // Chunk inputs are loaded into registers one chunk ahead (their latency hides behind the current chunk's
     // arithmetic), then converted and written to shared memory after the barrier.
     in_t r_dt[NU], r_u[NU], r_z[NU];
@@ -245,11 +341,49 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
         load_rows(r_z, p_z, s_zd, row0, d0, dpg, pos, ok_t, HAS_Z && STORE_OUT);
         load_bc(r_B, r_C, p_B, p_C, s_Bn, s_Cn, row0, pos, ok_t, N, STORE_OUT);
     };
+#endif
     constexpr int PER = T / TPC;
     const int n_my_chunks = (t_end - t_begin + T - 1) / T;
     load(t_begin);
     for (int ci = 0; ci < n_my_chunks; ++ci) {
         const int t0 = t_begin + ci * T;
+#if SS_ASYNC
+        cp_async_wait_all();
+        __syncthreads();
+#pragma unroll
+        for (int j = 0; j < NCP; ++j) {
+            const int i = tid + j * NTHREADS, cc = i / (T / 2), m = 2 * (i % (T / 2));
+            if (i < DB * T / 2) {
+                const float2 d2 = ld2_in(&s_rin[cc][m]), u2 = ld2_in(&s_rin[DB + cc][m]);
+                float2 z2 = make_float2(0.f, 0.f);
+                if constexpr (LOAD_Z) z2 = ld2_in(&s_rin[2 * DB + cc][m]);
+                const float dv[2] = {d2.x, d2.y}, uv[2] = {u2.x, u2.y}, zv[2] = {z2.x, z2.y};
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const int tt = REVERSE ? T - 1 - m - e : m + e;
+                    float dtv = dv[e] + bias_j[j];
+                    if (SOFTPLUS) dtv = softplus_f(dtv);
+                    dtv = (d0 + cc < dpg && t0 + tt < t_end) ? dtv : 0.f;
+                    s_dtu[cc][tt] = make_float2(dtv, dtv * uv[e]);
+                    s_u[cc][tt] = uv[e];
+#if HAS_Z
+                    s_z[cc][tt] = zv[e];
+#endif
+                }
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < NSP; ++j) {
+            const int i = tid + j * NTHREADS, n = i / (T / 2), m = 2 * (i % (T / 2));
+            if (i < NPAD * T / 2) {
+                const float2 b2 = ld2_bc(&s_rbc[n][m]);
+                const float2 c2 = STORE_OUT ? ld2_bc(&s_rbc[(NRB - NPAD) + n][m]) : make_float2(0.f, 0.f);
+                *reinterpret_cast<float2 *>(&s_BC[REVERSE ? T - 1 - m : m][2 * n]) = make_float2(b2.x, c2.x);
+                *reinterpret_cast<float2 *>(&s_BC[REVERSE ? T - 2 - m : m + 1][2 * n]) = make_float2(b2.y, c2.y);
+            }
+        }
+        __syncthreads();
+#else
         __syncthreads();
 #pragma unroll
         for (int j = 0; j < NU; ++j) {
@@ -270,6 +404,7 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
         }
         stage_bc(s_BC, r_B, r_C, tid);
         __syncthreads();
+#endif
         if (ci + 1 < n_my_chunks) load(t0 + T);
         float y[T];
         // Steps in groups of PG: first every exp2 and input term of the group (independent of the state, so the
