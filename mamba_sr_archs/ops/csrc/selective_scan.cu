@@ -231,11 +231,16 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
     // prod(a) = exp(A sum(delta)) per (b, s) into seg_last / seg_decay.  mode 2 (pass 2): each segment from its
     // true start state, folded from the pass-1 summaries of the segments before it, writing outputs (and
     // checkpoints); the last segment writes last.
-    __shared__ __align__(16) float2 s_dtu[DB][TP];
-    __shared__ __align__(16) float s_BC[T][BCP];
-    __shared__ float s_u[DB][TP];
+#if SS_ASYNC
+    constexpr int NBUF = 2;      // chunk c's staged rows in buffer c % 2: one barrier per chunk (below)
+#else
+    constexpr int NBUF = 1;
+#endif
+    __shared__ __align__(16) float2 s_dtu_b[NBUF][DB][TP];
+    __shared__ __align__(16) float s_BC_b[NBUF][T][BCP];
+    __shared__ float s_u_b[NBUF][DB][TP];
 #if HAS_Z
-    __shared__ float s_z[DB][TP];
+    __shared__ float s_z_b[NBUF][DB][TP];
 #endif
     const int tid = threadIdx.x, lane = tid & 31;
     const int c = tid / TPC, s = tid % TPC;
@@ -264,56 +269,63 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
     const float Dd = HAS_D ? Dv[d] : 0.f;
     const bc_t *Bg = Bm + b * s_Bb + g * s_Bg;
     const bc_t *Cg = Cm + b * s_Cb + g * s_Cg;
+    const int n_my_chunks = (t_end - t_begin + T - 1) / T;
 
 #if SS_ASYNC
-    // Raw rows of the chunk: delta, u (and z) of the DB channels, B (and C) of the NPAD states, copied one chunk
-    // ahead.  Copy j of this thread: row base v_src[j] (clamped into the tensor), position v_m[j] within the chunk's
-    // memory window, and v_key[j]: the copy is whole when t0 + v_key[j] < t_end (its latest time step; huge for a
-    // row past the group or past N, which reads as zeros).
+    // Raw rows of a chunk: delta, u (and z) of the DB channels, B (and C) of the NPAD states, copied two chunks
+    // ahead into buffer (chunk % 2).  Copy j of this thread: source v_ptr[j] for the next chunk it copies (moves by
+    // T steps per chunk), and the copy is whole while that chunk's first step is below v_lim[j] (t_end minus the
+    // copy's latest step in the chunk; below every chunk for a row past the group or past N, which reads as zeros;
+    // a copy of no bytes is given a valid address all the same).
     constexpr bool LOAD_Z = HAS_Z && STORE_OUT;
     constexpr int VI = 16 / sizeof(in_t), VB = 16 / sizeof(bc_t);
     static_assert(T % VI == 0 && T % VB == 0, "ASYNC: whole 16-byte vectors per chunk row");
     constexpr int NRI = (2 + LOAD_Z) * DB, NRB = (1 + STORE_OUT) * NPAD;   // channel rows, state rows
     constexpr int NVI = NRI * (T / VI), NV = NVI + NRB * (T / VB);
     constexpr int NJ = (NV + NTHREADS - 1) / NTHREADS;
-    __shared__ __align__(16) in_t s_rin[NRI][T];
-    __shared__ __align__(16) bc_t s_rbc[NRB][T];
-    const char *v_src[NJ];
-    unsigned v_dst[NJ];      // shared-space address
-    int v_m[NJ], v_key[NJ], v_es[NJ];
+    __shared__ __align__(16) in_t s_rin[2][NRI][T];
+    __shared__ __align__(16) bc_t s_rbc[2][NRB][T];
+    const char *v_ptr[NJ];
+    unsigned v_dst[NJ];      // shared-space address in buffer 0
+    int v_lim[NJ], v_step[NJ];
+    const int w_begin = REVERSE ? L - t_begin - T : t_begin;     // lowest memory position of the first chunk
 #pragma unroll
     for (int j = 0; j < NJ; ++j) {
         const int v = tid + j * NTHREADS;
-        v_src[j] = nullptr; v_dst[j] = 0; v_m[j] = 0; v_key[j] = 1 << 30; v_es[j] = 0;
+        v_ptr[j] = reinterpret_cast<const char *>(Bg); v_dst[j] = 0; v_lim[j] = -(1 << 30); v_step[j] = 0;
         if (v < NVI) {
             const int row = v / (T / VI), m = (v % (T / VI)) * VI, kind = row / DB, cc = row % DB;
             const in_t *base = kind == 0 ? dt + b * s_tb : kind == 1 ? u + b * s_ub : z + b * s_zb;
             const long long sd = kind == 0 ? s_td : kind == 1 ? s_ud : s_zd;
-            v_src[j] = reinterpret_cast<const char *>(base + (g * dpg + min(d0 + cc, dpg - 1)) * sd);
-            v_dst[j] = (unsigned)__cvta_generic_to_shared(&s_rin[row][m]);
-            v_m[j] = m; v_es[j] = sizeof(in_t);
-            if (d0 + cc < dpg) v_key[j] = REVERSE ? T - 1 - m : m;
+            v_ptr[j] = reinterpret_cast<const char *>(base + (g * dpg + min(d0 + cc, dpg - 1)) * sd + w_begin + m);
+            v_dst[j] = (unsigned)__cvta_generic_to_shared(&s_rin[0][row][m]);
+            v_step[j] = (REVERSE ? -T : T) * (int)sizeof(in_t);
+            if (d0 + cc < dpg) v_lim[j] = t_end - (REVERSE ? T - 1 - m : m);
         } else if (v < NV) {
             const int row = (v - NVI) / (T / VB), m = ((v - NVI) % (T / VB)) * VB, n = row % NPAD;
             const bc_t *base = row < NPAD ? Bg : Cg;
-            v_src[j] = reinterpret_cast<const char *>(base + min(n, N - 1) * (row < NPAD ? s_Bn : s_Cn));
-            v_dst[j] = (unsigned)__cvta_generic_to_shared(&s_rbc[row][m]);
-            v_m[j] = m; v_es[j] = sizeof(bc_t);
-            if (n < N) v_key[j] = REVERSE ? T - 1 - m : m;
+            v_ptr[j] = reinterpret_cast<const char *>(base + min(n, N - 1) * (row < NPAD ? s_Bn : s_Cn) + w_begin + m);
+            v_dst[j] = (unsigned)__cvta_generic_to_shared(&s_rbc[0][row][m]);
+            v_step[j] = (REVERSE ? -T : T) * (int)sizeof(bc_t);
+            if (n < N) v_lim[j] = t_end - (REVERSE ? T - 1 - m : m);
         }
     }
-    auto load = [&](int t0) {
-        const int w0 = REVERSE ? L - t0 - T : t0;      // lowest memory position of the chunk's window
+    const char *safe = reinterpret_cast<const char *>(Bg);
+    auto load = [&](int t0, int buf) {     // chunk t0 (the next one each thread has not copied yet)
+        const unsigned off = buf ? (unsigned)sizeof(s_rin[0]) : 0u;
+        const unsigned off_bc = buf ? (unsigned)sizeof(s_rbc[0]) : 0u;
 #pragma unroll
         for (int j = 0; j < NJ; ++j) {
             if (tid + j * NTHREADS < NV) {
-                const bool ok = t0 + v_key[j] < t_end;
-                cp_async16(v_dst[j], v_src[j] + (ok ? (long long)(w0 + v_m[j]) * v_es[j] : 0ll), ok);
+                const bool ok = t0 < v_lim[j];
+                cp_async16(v_dst[j] + (tid + j * NTHREADS < NVI ? off : off_bc), ok ? v_ptr[j] : safe, ok);
+                v_ptr[j] += v_step[j];
             }
         }
         cp_async_commit();
     };
-    // Staging: pair i of the channel rows is channel i / (T/2), memory positions m, m + 1 of the window.
+    // Staging chunk t0 from raw buffer buf into float buffer buf: pair i of the channel rows is channel i / (T/2),
+    // memory positions m, m + 1 of the window; the same for the state rows.
     constexpr int NCP = (DB * T / 2 + NTHREADS - 1) / NTHREADS, NSP = (NPAD * T / 2 + NTHREADS - 1) / NTHREADS;
     float bias_j[NCP];
 #pragma unroll
@@ -321,6 +333,49 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
         const int cc = min((tid + j * NTHREADS) / (T / 2), DB - 1);
         bias_j[j] = HAS_BIAS ? bias[g * dpg + min(d0 + cc, dpg - 1)] : 0.f;
     }
+    auto stage = [&](int t0, int buf) {
+#pragma unroll
+        for (int j = 0; j < NCP; ++j) {
+            const int i = tid + j * NTHREADS, cc = i / (T / 2), m = 2 * (i % (T / 2));
+            if (i < DB * T / 2) {
+                const float2 d2 = ld2_in(&s_rin[buf][cc][m]), u2 = ld2_in(&s_rin[buf][DB + cc][m]);
+                float2 z2 = make_float2(0.f, 0.f);
+                if constexpr (LOAD_Z) z2 = ld2_in(&s_rin[buf][2 * DB + cc][m]);
+                const float dv[2] = {d2.x, d2.y}, uv[2] = {u2.x, u2.y}, zv[2] = {z2.x, z2.y};
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const int tt = REVERSE ? T - 1 - m - e : m + e;
+                    float dtv = dv[e] + bias_j[j];
+                    if (SOFTPLUS) dtv = softplus_f(dtv);
+                    dtv = (d0 + cc < dpg && t0 + tt < t_end) ? dtv : 0.f;
+                    s_dtu_b[buf][cc][tt] = make_float2(dtv, dtv * uv[e]);
+                    s_u_b[buf][cc][tt] = uv[e];
+#if HAS_Z
+                    s_z_b[buf][cc][tt] = zv[e];
+#endif
+                }
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < NSP; ++j) {
+            const int i = tid + j * NTHREADS, n = i / (T / 2), m = 2 * (i % (T / 2));
+            if (i < NPAD * T / 2) {
+                const float2 b2 = ld2_bc(&s_rbc[buf][n][m]);
+                const float2 c2 = STORE_OUT ? ld2_bc(&s_rbc[buf][(NRB - NPAD) + n][m]) : make_float2(0.f, 0.f);
+                float (*s_BC)[BCP] = s_BC_b[buf];
+                *reinterpret_cast<float2 *>(&s_BC[REVERSE ? T - 1 - m : m][2 * n]) = make_float2(b2.x, c2.x);
+                *reinterpret_cast<float2 *>(&s_BC[REVERSE ? T - 2 - m : m + 1][2 * n]) = make_float2(b2.y, c2.y);
+            }
+        }
+    };
+    // Prologue: chunk 0 staged, chunk 1 on its way.  Then per chunk c, after one barrier (chunk c + 1's copies
+    // landed and visible; every thread done with chunk c - 1's buffers): stage chunk c + 1, start copying c + 2
+    // into the raw buffer chunk c came through, compute chunk c.
+    load(t_begin, 0);
+    cp_async_wait_all();
+    __syncthreads();
+    stage(t_begin, 0);
+    if (n_my_chunks > 1) load(t_begin + T, 1);
 #else
     // Chunk inputs are loaded into registers one chunk ahead (their latency hides behind the current chunk's
     // arithmetic), then converted and written to shared memory after the barrier.
@@ -341,48 +396,25 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
         load_rows(r_z, p_z, s_zd, row0, d0, dpg, pos, ok_t, HAS_Z && STORE_OUT);
         load_bc(r_B, r_C, p_B, p_C, s_Bn, s_Cn, row0, pos, ok_t, N, STORE_OUT);
     };
+    load(t_begin);
 #endif
     constexpr int PER = T / TPC;
-    const int n_my_chunks = (t_end - t_begin + T - 1) / T;
-    load(t_begin);
-    for (int ci = 0; ci < n_my_chunks; ++ci) {
+    // One chunk; with two buffers the loop below takes two chunks per pass, so that every shared address is fixed.
+    auto chunk = [&](int ci, int buf) {
         const int t0 = t_begin + ci * T;
+        float2 (*s_dtu)[TP] = s_dtu_b[buf];
+        float (*s_BC)[BCP] = s_BC_b[buf];
+        float (*s_u)[TP] = s_u_b[buf];
+#if HAS_Z
+        float (*s_z)[TP] = s_z_b[buf];
+#endif
 #if SS_ASYNC
         cp_async_wait_all();
         __syncthreads();
-#pragma unroll
-        for (int j = 0; j < NCP; ++j) {
-            const int i = tid + j * NTHREADS, cc = i / (T / 2), m = 2 * (i % (T / 2));
-            if (i < DB * T / 2) {
-                const float2 d2 = ld2_in(&s_rin[cc][m]), u2 = ld2_in(&s_rin[DB + cc][m]);
-                float2 z2 = make_float2(0.f, 0.f);
-                if constexpr (LOAD_Z) z2 = ld2_in(&s_rin[2 * DB + cc][m]);
-                const float dv[2] = {d2.x, d2.y}, uv[2] = {u2.x, u2.y}, zv[2] = {z2.x, z2.y};
-#pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    const int tt = REVERSE ? T - 1 - m - e : m + e;
-                    float dtv = dv[e] + bias_j[j];
-                    if (SOFTPLUS) dtv = softplus_f(dtv);
-                    dtv = (d0 + cc < dpg && t0 + tt < t_end) ? dtv : 0.f;
-                    s_dtu[cc][tt] = make_float2(dtv, dtv * uv[e]);
-                    s_u[cc][tt] = uv[e];
-#if HAS_Z
-                    s_z[cc][tt] = zv[e];
-#endif
-                }
-            }
+        if (ci + 1 < n_my_chunks) {
+            stage(t0 + T, buf ^ 1);
+            if (ci + 2 < n_my_chunks) load(t0 + 2 * T, buf);
         }
-#pragma unroll
-        for (int j = 0; j < NSP; ++j) {
-            const int i = tid + j * NTHREADS, n = i / (T / 2), m = 2 * (i % (T / 2));
-            if (i < NPAD * T / 2) {
-                const float2 b2 = ld2_bc(&s_rbc[n][m]);
-                const float2 c2 = STORE_OUT ? ld2_bc(&s_rbc[(NRB - NPAD) + n][m]) : make_float2(0.f, 0.f);
-                *reinterpret_cast<float2 *>(&s_BC[REVERSE ? T - 1 - m : m][2 * n]) = make_float2(b2.x, c2.x);
-                *reinterpret_cast<float2 *>(&s_BC[REVERSE ? T - 2 - m : m + 1][2 * n]) = make_float2(b2.y, c2.y);
-            }
-        }
-        __syncthreads();
 #else
         __syncthreads();
 #pragma unroll
@@ -404,8 +436,8 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
         }
         stage_bc(s_BC, r_B, r_C, tid);
         __syncthreads();
-#endif
         if (ci + 1 < n_my_chunks) load(t0 + T);
+#endif
         float y[T];
         // Steps in groups of PG: first every exp2 and input term of the group (independent of the state, so the
         // special-function and shared-memory latencies overlap), then the recurrence over the group.
@@ -460,6 +492,10 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
                 }
             }
         }
+    };
+    for (int ci = 0; ci < n_my_chunks; ci += NBUF) {
+        chunk(ci, 0);
+        if (NBUF == 2 && ci + 1 < n_my_chunks) chunk(ci + 1, NBUF - 1);
     }
     if (valid_d) {
 #pragma unroll
