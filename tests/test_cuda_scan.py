@@ -109,6 +109,7 @@ def test_kernels_compile_with_nvrtc(shape, z, kind, softplus):
                   ('ssm_fwd', cs._defines(fc, u, B4, D, zz, bias, softplus, STORE_CKPT=0, STORE_OUT=0)),  # summary
                   ('ssm_fwd', cs._defines(fc, u, B4, D, zz, bias, softplus, True, STORE_CKPT=grad))]   # reversed
         builds += [(name, dict(defines, ASYNC=1)) for name, defines in builds[:2]]     # cp.async chunk copies
+        builds += [('ssm_fwd', dict(builds[0][1], DEFER=1)), ('ssm_fwd', dict(builds[0][1], ASYNC=1, DEFER=1))]
         if grad:
             builds += [('ssm_fwd', cs._defines(fc, u, B4, D, zz, bias, softplus, STORE_CKPT=1, STORE_OUT=0)),
                        ('ssm_bwd', cs._defines(c, u, B4, D, zz, bias, softplus, STORE_CKPT=0)),
@@ -456,13 +457,13 @@ def test_time_parallel_kernels_match_the_reference_on_gpu(batch, dim, seqlen, ds
     (torch.float32, 1000, 32, True, None, False), (torch.float16, 4104, 16, False, 3, False)])
 def test_async_chunk_copies_give_the_element_wise_results_on_gpu(dtype, seqlen, dstate, reverse, segments, with_z):
     """The lane forward with chunks copied by cp.async (aligned rows) gives bit for bit what the element-wise loads
-    give: outputs, last state, checkpoints; a partial last chunk, N below its power of two, channels past the last
-    block (20 of them), reversed, split into segments."""
+    give, with and without the deferred reduction: outputs, last state, checkpoints; a partial last chunk, N below
+    its power of two, channels past the last block (20 of them), reversed, split into segments."""
     args = [t.detach() if t is not None else None
             for t in _tp_inputs(2, 20, seqlen, dstate, dtype, with_z, 0, seed=4)]
     results = []
-    for asy in (1, 0):
-        cs._CONFIG_OVERRIDE.update({'TP': 0, 'ASYNC': asy})
+    for asy, defer in ((1, 1), (0, 0), (1, 0)):
+        cs._CONFIG_OVERRIDE.update({'TP': 0, 'ASYNC': asy, 'DEFER': defer})
         if segments:
             cs._CONFIG_OVERRIDE['SEGMENTS'] = segments
         try:
@@ -470,8 +471,8 @@ def test_async_chunk_copies_give_the_element_wise_results_on_gpu(dtype, seqlen, 
         finally:
             cs._CONFIG_OVERRIDE.clear()
     assert any(name == 'ssm_fwd' and dict(defs).get('ASYNC') == 1 for name, defs, _ in cs._KERNELS)
-    for name, a, b in zip(('out', 'last', 'ckpt'), *results):
-        assert torch.equal(a, b), name
+    for name, a, b, c in zip(('out', 'last', 'ckpt'), *results):
+        assert torch.equal(a, b) and torch.equal(a, c), name
 
 
 @pytest.mark.gpu

@@ -527,8 +527,10 @@ def _fwd_plan(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt,
     use_async = (all(aligned) and int(_CONFIG_OVERRIDE.get('ASYNC', 1)) == 1
                  and _rows_vectorizable(u, delta, z_rows, B4, c_rows)
                  and seqlen % (16 // u.element_size()) == 0 and seqlen % (16 // B4.element_size()) == 0)
+    # DEFER: a chunk's sums over states are reduced while the next one is computed (cuda_scan_run62).
+    defer = int(_CONFIG_OVERRIDE.get('DEFER', 1)) if store_out else 0
     kern = _kernel('ssm_fwd', _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, reverse, ASYNC=use_async,
-                                       STORE_CKPT=bool(store_ckpt), STORE_OUT=int(store_out)), dev)
+                                       DEFER=defer, STORE_CKPT=bool(store_ckpt), STORE_OUT=int(store_out)), dev)
     n_seg = _segments(cfg, batch, groups, seqlen, sm, grad=bool(store_ckpt))
     tail = [ctypes.c_int(v) for v in (dim, seqlen, dstate, dim // groups, cfg['n_dblk'], n_chunks)]
     if n_seg == 1:

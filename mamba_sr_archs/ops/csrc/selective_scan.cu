@@ -15,7 +15,8 @@
 // STORE_CKPT, STORE_OUT (0: the forward only stores checkpoints, no outputs), ONLY (the one kernel built: 0 ssm_fwd,
 // 1 ssm_bwd, 2 ssm_fwd_tp, 3 ssm_bwd_tp; undefined: ssm_fwd and ssm_bwd), ASYNC (ssm_fwd: chunks are copied to
 // shared memory with cp.async, 16 bytes at a time; the launcher sets it when every row is contiguous, 16-byte
-// aligned and L a whole number of vectors), REVERSE (scan the sequence from its end:
+// aligned and L a whole number of vectors), DEFER (ssm_fwd: a chunk's sums over states are reduced and stored
+// while the next chunk is computed), REVERSE (scan the sequence from its end:
 // time step t reads and writes memory position L - 1 - t, so a reversed direction needs no flipped copies), IN_KIND
 // and BC_KIND (0 fp32, 1 bf16, 2 fp16).  The time-parallel kernels (end of the file) also take TP_MINB, TP_PF, TP_BU.
 constexpr int NS = SS_NS, TPC = SS_TPC, DB = SS_DB, T = SS_T, RG = SS_RG;
@@ -34,6 +35,9 @@ constexpr int NS = SS_NS, TPC = SS_TPC, DB = SS_DB, T = SS_T, RG = SS_RG;
 #endif
 #ifndef SS_ASYNC
 #define SS_ASYNC 0
+#endif
+#ifndef SS_DEFER
+#define SS_DEFER 0
 #endif
 constexpr int PG = SS_PG;    // forward steps per pipelined group (1: step by step)
 constexpr int CK = SS_CK;    // forward: steps between stored state checkpoints (the backward's chunk length)
@@ -112,6 +116,15 @@ __device__ __forceinline__ void reduce_scatter(float *v, int lane) {
         }
         reduce_scatter<H, M / 2, MLO>(v, lane);
     }
+}
+
+// Round r of reduce_scatter<T, TPC / 2, 1> (r a constant after unrolling): the rounds can be spread out.
+__device__ __forceinline__ void scatter_round(float *v, int lane, int r) {
+    if (r == 0) reduce_scatter<T, TPC / 2, TPC / 2>(v, lane);
+    if (r == 1) reduce_scatter<T / 2, TPC / 4, TPC / 4>(v, lane);
+    if (r == 2) reduce_scatter<T / 4, TPC / 8, TPC / 8>(v, lane);
+    if (r == 3) reduce_scatter<T / 8, TPC / 16, TPC / 16>(v, lane);
+    if (r == 4) reduce_scatter<T / 16, TPC / 32, TPC / 32>(v, lane);
 }
 
 // B and C rows of one chunk, as both kernels stage them.  Loads (one chunk ahead, into registers): element j of
@@ -316,7 +329,7 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
         const unsigned off_bc = buf ? (unsigned)sizeof(s_rbc[0]) : 0u;
 #pragma unroll
         for (int j = 0; j < NJ; ++j) {
-            if (tid + j * NTHREADS < NV) {
+            if ((j + 1) * NTHREADS <= NV || tid + j * NTHREADS < NV) {      // (the first test: at compile time)
                 const bool ok = t0 < v_lim[j];
                 cp_async16(v_dst[j] + (tid + j * NTHREADS < NVI ? off : off_bc), ok ? v_ptr[j] : safe, ok);
                 v_ptr[j] += v_step[j];
@@ -337,7 +350,7 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
 #pragma unroll
         for (int j = 0; j < NCP; ++j) {
             const int i = tid + j * NTHREADS, cc = i / (T / 2), m = 2 * (i % (T / 2));
-            if (i < DB * T / 2) {
+            if ((j + 1) * NTHREADS <= DB * T / 2 || i < DB * T / 2) {
                 const float2 d2 = ld2_in(&s_rin[buf][cc][m]), u2 = ld2_in(&s_rin[buf][DB + cc][m]);
                 float2 z2 = make_float2(0.f, 0.f);
                 if constexpr (LOAD_Z) z2 = ld2_in(&s_rin[buf][2 * DB + cc][m]);
@@ -359,7 +372,7 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
 #pragma unroll
         for (int j = 0; j < NSP; ++j) {
             const int i = tid + j * NTHREADS, n = i / (T / 2), m = 2 * (i % (T / 2));
-            if (i < NPAD * T / 2) {
+            if ((j + 1) * NTHREADS <= NPAD * T / 2 || i < NPAD * T / 2) {
                 const float2 b2 = ld2_bc(&s_rbc[buf][n][m]);
                 const float2 c2 = STORE_OUT ? ld2_bc(&s_rbc[buf][(NRB - NPAD) + n][m]) : make_float2(0.f, 0.f);
                 float (*s_BC)[BCP] = s_BC_b[buf];
@@ -375,7 +388,7 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
     cp_async_wait_all();
     __syncthreads();
     stage(t_begin, 0);
-    if (n_my_chunks > 1) load(t_begin + T, 1);
+    load(t_begin + T, 1);
 #else
     // Chunk inputs are loaded into registers one chunk ahead (their latency hides behind the current chunk's
     // arithmetic), then converted and written to shared memory after the barrier.
@@ -399,6 +412,26 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
     load(t_begin);
 #endif
     constexpr int PER = T / TPC;
+#if SS_DEFER
+    // The previous chunk's partial sums (reduced in place, round by round), and its u and z where this lane stores.
+    constexpr int RND = TPC >= 32 ? 5 : TPC >= 16 ? 4 : TPC >= 8 ? 3 : TPC >= 4 ? 2 : TPC >= 2 ? 1 : 0;  // rounds
+    float yp[T], uo[PER], zo[PER];
+#pragma unroll
+    for (int i = 0; i < T; ++i) yp[i] = 0.f;
+#pragma unroll
+    for (int i = 0; i < PER; ++i) uo[i] = zo[i] = 0.f;
+    // Outputs of the chunk from step tc: v (reduced sums over states), with D u and the z gate.
+    auto put_out = [&](float *v, int tc, const float *uv, const float *zv) {
+#pragma unroll
+        for (int i = 0; i < PER; ++i) {
+            const int t = tc + i * TPC + s;
+            float o = v[i];
+            if (HAS_D) o = fmaf(Dd, uv[i], o);
+            if (HAS_Z) o *= zv[i] * sigmoid_f(zv[i]);
+            if (valid_d && t < t_end) out[b * s_ob + (long long)d * s_od + POS(t)] = st_in(o);
+        }
+    };
+#endif
     // One chunk; with two buffers the loop below takes two chunks per pass, so that every shared address is fixed.
     auto chunk = [&](int ci, int buf) {
         const int t0 = t_begin + ci * T;
@@ -411,10 +444,10 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
 #if SS_ASYNC
         cp_async_wait_all();
         __syncthreads();
-        if (ci + 1 < n_my_chunks) {
-            stage(t0 + T, buf ^ 1);
-            if (ci + 2 < n_my_chunks) load(t0 + 2 * T, buf);
-        }
+        // Unconditional (a chunk past the end reads and stages zeros nobody uses): no branch separates this work
+        // from the chunk's arithmetic, so the compiler can interleave their latencies.
+        stage(t0 + T, buf ^ 1);
+        load(t0 + 2 * T, buf);
 #else
         __syncthreads();
 #pragma unroll
@@ -440,7 +473,9 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
 #endif
         float y[T];
         // Steps in groups of PG: first every exp2 and input term of the group (independent of the state, so the
-        // special-function and shared-memory latencies overlap), then the recurrence over the group.
+        // special-function and shared-memory latencies overlap), then the recurrence over the group.  DEFER: the
+        // previous chunk's reduction rounds go between this chunk's recurrence steps (their shuffle latencies
+        // hide behind the arithmetic), its outputs after them.
 #pragma unroll
         for (int g0 = 0; g0 < T; g0 += PG) {
 #if STORE_CKPT
@@ -474,29 +509,54 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
                     if (STORE_OUT) acc = fmaf(cv[j][k], h[k], acc);
                 }
                 y[SLOT(g0 + j)] = acc;
+#if SS_DEFER
+#pragma unroll
+                for (int r = 0; r < RND; ++r)       // round r after step (r + 1) T / (RND + 1)
+                    if (STORE_OUT && g0 + j + 1 == (r + 1) * T / (RND + 1)) scatter_round(yp, lane, r);
+#endif
             }
         }
-        if (mode != 1 && STORE_OUT) {
+#if SS_DEFER
+        if (STORE_OUT) {
+            if (ci > 0) put_out(yp, t0 - T, uo, zo);
+#pragma unroll
+            for (int i = 0; i < T; ++i) yp[i] = y[i];
+#pragma unroll
+            for (int i = 0; i < PER; ++i) {      // this chunk's u and z at the positions this lane stores
+                uo[i] = HAS_D ? s_u[c][i * TPC + s] : 0.f;
+#if HAS_Z
+                zo[i] = s_z[c][i * TPC + s];
+#endif
+            }
+        }
+#else
+        if (STORE_OUT) {         // (mode 1, the segment summaries, runs the STORE_OUT 0 build)
             reduce_scatter<T, TPC / 2, 1>(y, lane);
 #pragma unroll
             for (int i = 0; i < PER; ++i) {
                 const int tt = i * TPC + s, t = t0 + tt;
-                if (valid_d && t < t_end) {
-                    float v = y[i];
-                    if (HAS_D) v = fmaf(Dd, s_u[c][tt], v);
+                float v = y[i];      // computed unconditionally, only the store guarded: no branches
+                if (HAS_D) v = fmaf(Dd, s_u[c][tt], v);
 #if HAS_Z
-                    const float zz = s_z[c][tt];
-                    v *= zz * sigmoid_f(zz);
+                const float zz = s_z[c][tt];
+                v *= zz * sigmoid_f(zz);
 #endif
-                    out[b * s_ob + (long long)d * s_od + POS(t)] = st_in(v);
-                }
+                if (valid_d && t < t_end) out[b * s_ob + (long long)d * s_od + POS(t)] = st_in(v);
             }
         }
+#endif
     };
     for (int ci = 0; ci < n_my_chunks; ci += NBUF) {
         chunk(ci, 0);
         if (NBUF == 2 && ci + 1 < n_my_chunks) chunk(ci + 1, NBUF - 1);
     }
+#if SS_DEFER
+    if (STORE_OUT) {         // the last chunk's outputs
+#pragma unroll
+        for (int r = 0; r < RND; ++r) scatter_round(yp, lane, r);
+        put_out(yp, t_begin + (n_my_chunks - 1) * T, uo, zo);
+    }
+#endif
     if (valid_d) {
 #pragma unroll
         for (int k = 0; k < NS; ++k) {
