@@ -239,8 +239,8 @@ def launch_config(batch, dim, groups, dstate, seqlen, sm_count=132, grad=True, c
     over = _CONFIG_OVERRIDE
     npad = _next_pow2(dstate)
     # 256 threads for the forward without autograd at N = 32 (16 channels of 16 lanes share a block's B/C staging):
-    # MPSI's batch-16 forward 0.288 vs 0.308 ms (bf16), 0.299 vs 0.326 (fp32); MMA-B's N = 16 is slower so
-    # (cuda_scan_run65).
+    # MPSI's batch-16 forward 0.287 vs 0.308 ms (bf16), 0.302 vs 0.326 (fp32); MMA-B's N = 16 is slower so
+    # (cuda_scan_run65, run66).
     nthreads = int(over.get('NTHREADS', 256 if npad == 32 and not grad else 128))
     # N >= 32 without autograd: 16 lanes per channel (twice the warps; MPSI's batch-16 forward 0.417 vs 0.525 ms,
     # docs/bench_results/cuda_scan_sweeps/log_run5.txt); with autograd 8 (its backward is faster so).
@@ -337,20 +337,6 @@ def tp_config(cfg, batch, dim, dstate, sm_count, in_bytes=4):
         if key in _CONFIG_OVERRIDE:
             cfg[key] = int(_CONFIG_OVERRIDE[key])
     return cfg
-
-
-def fwd_smem_bytes(cfg, in_size, bc_size, has_z, store_out, asyn, sred):
-    """Static shared memory of the lane forward (``cfg``: its configuration, forward_config) as the kernel declares it:
-    staged chunks (two buffers with ASYNC), the raw chunk buffers of ASYNC, SRED's rows of partial sums.  Static
-    shared memory is limited to 48 KiB per block; SRED is built only where it fits."""
-    db, t, tpc, npad = cfg['DB'], cfg['T'], cfg['TPC'], cfg['NS'] * cfg['TPC']
-    nbuf = 2 if asyn else 1
-    size = nbuf * (db * (t + 1) * (8 + 4 + 4 * bool(has_z)) + t * (2 * npad + 4) * 4)
-    if asyn:
-        size += 2 * t * ((2 + bool(has_z and store_out)) * db * in_size + (1 + bool(store_out)) * npad * bc_size)
-    if sred:
-        size += db * (tpc * (t + 4) + 16) * 4
-    return size
 
 
 def _rows_vectorizable(*tensors):
@@ -545,14 +531,10 @@ def _fwd_plan(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt,
     use_async = (all(aligned) and int(_CONFIG_OVERRIDE.get('ASYNC', 1)) == 1
                  and _rows_vectorizable(u, delta, z_rows, B4, c_rows)
                  and seqlen % (16 // u.element_size()) == 0 and seqlen % (16 // B4.element_size()) == 0)
-    # DEFER: a chunk's sums over states are reduced while the next one is computed (cuda_scan_run62); SRED: through
-    # shared memory, where it fits (cuda_scan_run66).
+    # DEFER: a chunk's sums over states are reduced while the next one is computed (cuda_scan_run62).
     defer = int(_CONFIG_OVERRIDE.get('DEFER', 1)) if store_out else 0
-    sred = int(defer and int(_CONFIG_OVERRIDE.get('SRED', 1)) and fwd_smem_bytes(
-        cfg, u.element_size(), B4.element_size(), z is not None, store_out, use_async, True) <= 48 * 1024)
     kern = _kernel('ssm_fwd', _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, reverse, ASYNC=use_async,
-                                       DEFER=defer, SRED=sred, STORE_CKPT=bool(store_ckpt),
-                                       STORE_OUT=int(store_out)), dev)
+                                       DEFER=defer, STORE_CKPT=bool(store_ckpt), STORE_OUT=int(store_out)), dev)
     n_seg = _segments(cfg, batch, groups, seqlen, sm, grad=bool(store_ckpt))
     tail = [ctypes.c_int(v) for v in (dim, seqlen, dstate, dim // groups, cfg['n_dblk'], n_chunks)]
     if n_seg == 1:

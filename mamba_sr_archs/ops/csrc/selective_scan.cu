@@ -16,8 +16,7 @@
 // 1 ssm_bwd, 2 ssm_fwd_tp, 3 ssm_bwd_tp; undefined: ssm_fwd and ssm_bwd), ASYNC (ssm_fwd: chunks are copied to
 // shared memory with cp.async, 16 bytes at a time; the launcher sets it when every row is contiguous, 16-byte
 // aligned and L a whole number of vectors), DEFER (ssm_fwd: a chunk's sums over states are reduced and stored
-// while the next chunk is computed), SRED (with DEFER: those sums go through shared memory instead of shuffles),
-// REVERSE (scan the sequence from its end:
+// while the next chunk is computed), REVERSE (scan the sequence from its end:
 // time step t reads and writes memory position L - 1 - t, so a reversed direction needs no flipped copies), IN_KIND
 // and BC_KIND (0 fp32, 1 bf16, 2 fp16).  The time-parallel kernels (end of the file) also take TP_MINB, TP_PF, TP_BU.
 constexpr int NS = SS_NS, TPC = SS_TPC, DB = SS_DB, T = SS_T, RG = SS_RG;
@@ -39,9 +38,6 @@ constexpr int NS = SS_NS, TPC = SS_TPC, DB = SS_DB, T = SS_T, RG = SS_RG;
 #endif
 #ifndef SS_DEFER
 #define SS_DEFER 0
-#endif
-#ifndef SS_SRED
-#define SS_SRED 0
 #endif
 constexpr int PG = SS_PG;    // forward steps per pipelined group (1: step by step)
 constexpr int CK = SS_CK;    // forward: steps between stored state checkpoints (the backward's chunk length)
@@ -418,37 +414,8 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
     constexpr int PER = T / TPC;
 #if SS_DEFER
     // The previous chunk's partial sums (reduced in place, round by round), and its u and z where this lane stores.
-    float yp[T], uo[PER], zo[PER];
-#if SS_SRED
-    // SRED: every lane writes its T partial sums (step order) to its row of s_red; lane s then adds up the PER
-    // consecutive steps PER s .. PER s + PER - 1 over the channel's TPC rows (no shuffles, no selects).  Row pitch
-    // T + 4 and channel pitch TPC (T + 4) + 16: the float4 writes and the reads of two channels hit distinct banks.
-    constexpr int RP = T + 4, CP = TPC * RP + 16;
-    static_assert(T % 4 == 0 && PER >= 1, "SRED: float4 rows, whole steps per lane");
-    __shared__ __align__(16) float s_red[DB * CP];
-    auto sred_sum = [&](float *v) {
-#pragma unroll
-        for (int i = 0; i < PER; ++i) v[i] = 0.f;
-#pragma unroll
-        for (int r = 0; r < TPC; ++r) {
-            const float *row = &s_red[c * CP + r * RP + PER * s];
-            if constexpr (PER % 2 == 0) {
-#pragma unroll
-                for (int i = 0; i < PER; i += 2) {
-                    const float2 w = *reinterpret_cast<const float2 *>(row + i);
-                    v[i] += w.x; v[i + 1] += w.y;
-                }
-            } else {
-#pragma unroll
-                for (int i = 0; i < PER; ++i) v[i] += row[i];
-            }
-        }
-    };
-#define OSTEP(i) (PER * s + (i))          // the chunk step of this lane's output i
-#else
     constexpr int RND = TPC >= 32 ? 5 : TPC >= 16 ? 4 : TPC >= 8 ? 3 : TPC >= 4 ? 2 : TPC >= 2 ? 1 : 0;  // rounds
-#define OSTEP(i) ((i) * TPC + s)          // where reduce_scatter leaves it
-#endif
+    float yp[T], uo[PER], zo[PER];
 #pragma unroll
     for (int i = 0; i < T; ++i) yp[i] = 0.f;
 #pragma unroll
@@ -457,7 +424,7 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
     auto put_out = [&](float *v, int tc, const float *uv, const float *zv) {
 #pragma unroll
         for (int i = 0; i < PER; ++i) {
-            const int t = tc + OSTEP(i);
+            const int t = tc + i * TPC + s;
             float o = v[i];
             if (HAS_D) o = fmaf(Dd, uv[i], o);
             if (HAS_Z) o *= zv[i] * sigmoid_f(zv[i]);
@@ -542,9 +509,7 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
                     if (STORE_OUT) acc = fmaf(cv[j][k], h[k], acc);
                 }
                 y[SLOT(g0 + j)] = acc;
-#if SS_DEFER && SS_SRED
-                if (STORE_OUT && g0 + j + 1 == T / 4) sred_sum(yp);
-#elif SS_DEFER
+#if SS_DEFER
 #pragma unroll
                 for (int r = 0; r < RND; ++r)       // round r after step (r + 1) T / (RND + 1)
                     if (STORE_OUT && g0 + j + 1 == (r + 1) * T / (RND + 1)) scatter_round(yp, lane, r);
@@ -554,22 +519,13 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
 #if SS_DEFER
         if (STORE_OUT) {
             if (ci > 0) put_out(yp, t0 - T, uo, zo);
-#if SS_SRED
-            __syncwarp();            // the channel's lanes have read the previous chunk's rows
-            float *row = &s_red[c * CP + s * RP];
-#pragma unroll
-            for (int q = 0; q < T; q += 4)
-                *reinterpret_cast<float4 *>(row + q) =
-                    make_float4(y[SLOT(q)], y[SLOT(q + 1)], y[SLOT(q + 2)], y[SLOT(q + 3)]);
-#else
 #pragma unroll
             for (int i = 0; i < T; ++i) yp[i] = y[i];
-#endif
 #pragma unroll
             for (int i = 0; i < PER; ++i) {      // this chunk's u and z at the positions this lane stores
-                uo[i] = HAS_D ? s_u[c][OSTEP(i)] : 0.f;
+                uo[i] = HAS_D ? s_u[c][i * TPC + s] : 0.f;
 #if HAS_Z
-                zo[i] = s_z[c][OSTEP(i)];
+                zo[i] = s_z[c][i * TPC + s];
 #endif
             }
         }
@@ -596,17 +552,11 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
     }
 #if SS_DEFER
     if (STORE_OUT) {         // the last chunk's outputs
-#if SS_SRED
-        __syncwarp();
-        sred_sum(yp);
-#else
 #pragma unroll
         for (int r = 0; r < RND; ++r) scatter_round(yp, lane, r);
-#endif
         put_out(yp, t_begin + (n_my_chunks - 1) * T, uo, zo);
     }
 #endif
-#undef OSTEP
     if (valid_d) {
 #pragma unroll
         for (int k = 0; k < NS; ++k) {
