@@ -187,6 +187,7 @@ GRID = [
     dict(b=1, d=16, L=1, N=1, G=1, z=False, bias=False),
     dict(b=16, d=32, L=2047, N=8, G=1, z=False),                 # MambaIRv2-like call: grouped G=1, no z
     dict(b=1, d=24, L=2049, N=32, G=0),
+    dict(b=2, d=48, L=4096, N=32, G=0),                          # MPSI-like: 16-channel blocks, cp.async chunks
     dict(b=16, d=16, L=2049, N=1, G=0, D=False),
     dict(b=16, d=16, L=4096, N=16, G=2),
     dict(b=1, d=40, L=4096, N=64, G=1),
