@@ -33,7 +33,8 @@ class KernelBuildError(RuntimeError):
 _SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'csrc', 'selective_scan.cu')
 _KINDS = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 MAX_DSTATE = 64
-# Benchmarks may set NS / T / NTHREADS / SEGMENTS here to try other launch configurations; empty in normal use.
+# Benchmarks may set NS / T / NTHREADS / SEGMENTS (and ASYNC / DEFER 0: the lane forward's element-wise loads, its
+# reduction after each chunk) here to try other launch configurations; empty in normal use.
 _CONFIG_OVERRIDE = {}
 # When True, outputs are pre-filled with NaN so that an element no thread writes shows up in checks.
 _POISON_OUTPUTS = False

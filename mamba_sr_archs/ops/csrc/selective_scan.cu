@@ -208,22 +208,16 @@ __device__ __forceinline__ void cp_async16(unsigned dst, const void *src, bool o
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 
-// Two neighbouring elements of a raw row, as floats.
-__device__ __forceinline__ float2 ld2_in(const in_t *p) {
-#if IN_KIND == 0
-    return *reinterpret_cast<const float2 *>(p);
-#else
-    const unsigned w = *reinterpret_cast<const unsigned *>(p);
-    return make_float2(ld_in(in_t(w & 0xffffu)), ld_in(in_t(w >> 16)));
-#endif
-}
-__device__ __forceinline__ float2 ld2_bc(const bc_t *p) {
-#if BC_KIND == 0
-    return *reinterpret_cast<const float2 *>(p);
-#else
-    const unsigned w = *reinterpret_cast<const unsigned *>(p);
-    return make_float2(ld_bc(bc_t(w & 0xffffu)), ld_bc(bc_t(w >> 16)));
-#endif
+// Two neighbouring elements of a raw row of kind KIND (0 fp32, 1 bf16, 2 fp16), as floats.
+template <int KIND, typename E> __device__ __forceinline__ float2 ld2(const E *p) {
+    if constexpr (KIND == 0) {
+        return *reinterpret_cast<const float2 *>(p);
+    } else {
+        const unsigned w = *reinterpret_cast<const unsigned *>(p);
+        const u16 lo = u16(w & 0xffffu), hi = u16(w >> 16);
+        if constexpr (KIND == 1) return make_float2(bf16_f(lo), bf16_f(hi));
+        else return make_float2(f16_f(lo), f16_f(hi));
+    }
 }
 #endif
 
@@ -351,9 +345,9 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
         for (int j = 0; j < NCP; ++j) {
             const int i = tid + j * NTHREADS, cc = i / (T / 2), m = 2 * (i % (T / 2));
             if ((j + 1) * NTHREADS <= DB * T / 2 || i < DB * T / 2) {
-                const float2 d2 = ld2_in(&s_rin[buf][cc][m]), u2 = ld2_in(&s_rin[buf][DB + cc][m]);
+                const float2 d2 = ld2<IN_KIND>(&s_rin[buf][cc][m]), u2 = ld2<IN_KIND>(&s_rin[buf][DB + cc][m]);
                 float2 z2 = make_float2(0.f, 0.f);
-                if constexpr (LOAD_Z) z2 = ld2_in(&s_rin[buf][2 * DB + cc][m]);
+                if constexpr (LOAD_Z) z2 = ld2<IN_KIND>(&s_rin[buf][2 * DB + cc][m]);
                 const float dv[2] = {d2.x, d2.y}, uv[2] = {u2.x, u2.y}, zv[2] = {z2.x, z2.y};
 #pragma unroll
                 for (int e = 0; e < 2; ++e) {
@@ -373,8 +367,8 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
         for (int j = 0; j < NSP; ++j) {
             const int i = tid + j * NTHREADS, n = i / (T / 2), m = 2 * (i % (T / 2));
             if ((j + 1) * NTHREADS <= NPAD * T / 2 || i < NPAD * T / 2) {
-                const float2 b2 = ld2_bc(&s_rbc[buf][n][m]);
-                const float2 c2 = STORE_OUT ? ld2_bc(&s_rbc[buf][(NRB - NPAD) + n][m]) : make_float2(0.f, 0.f);
+                const float2 b2 = ld2<BC_KIND>(&s_rbc[buf][n][m]);
+                const float2 c2 = STORE_OUT ? ld2<BC_KIND>(&s_rbc[buf][(NRB - NPAD) + n][m]) : make_float2(0.f, 0.f);
                 float (*s_BC)[BCP] = s_BC_b[buf];
                 *reinterpret_cast<float2 *>(&s_BC[REVERSE ? T - 1 - m : m][2 * n]) = make_float2(b2.x, c2.x);
                 *reinterpret_cast<float2 *>(&s_BC[REVERSE ? T - 2 - m : m + 1][2 * n]) = make_float2(b2.y, c2.y);
