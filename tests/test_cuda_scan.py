@@ -356,6 +356,40 @@ def test_reverse_scan_equals_the_flipped_scan_on_gpu(seqlen, segments):
         torch.testing.assert_close(gr, gf.flip(-1) if along_l else gf, rtol=1e-4, atol=1e-4, msg=name)
 
 
+def test_the_lane_forward_copies_chunks_asynchronously_only_where_rows_allow(monkeypatch):
+    """cp.async copies (ASYNC) where every row is contiguous and 16-byte aligned and L whole vectors; element-wise
+    loads for a view one element into a row or an L that is not; the reduction deferred (DEFER) where the forward
+    stores outputs.  Blocks of 256 threads only without autograd at N = 32."""
+    built = []
+    monkeypatch.setattr(cs, '_kernel', lambda name, defines, device: built.append((name, defines)) or
+                        _FakeKernel(name))
+    monkeypatch.setattr(cs._Plan, 'run', lambda plan, tensors, device: plan.fill(tensors))
+    monkeypatch.setattr(cs, '_PLANS', threading.local())
+    monkeypatch.setattr(cs, '_sm_count', lambda device: 132)
+
+    def flags(seqlen=64, offset=0, dtype=torch.bfloat16, store_out=True):
+        built.clear()
+        # offset: a view one element into rows of seqlen + 8 (row strides stay whole vectors; the address is not)
+        u, delta = (torch.randn(2, 32, seqlen + 8).to(dtype)[..., offset:offset + seqlen] for _ in range(2))
+        B4, C4 = (torch.randn(2, 1, 16, seqlen).to(dtype) for _ in range(2))
+        cs._fwd(u, delta, -torch.rand(32, 16), B4, C4, None, None, None, True, False, store_out=store_out)
+        (name, defines), = built
+        return name, defines['ASYNC'], defines['DEFER']
+
+    assert flags() == ('ssm_fwd', 1, 1)
+    assert flags(dtype=torch.float32) == ('ssm_fwd', 1, 1)
+    assert flags(offset=1) == ('ssm_fwd', 0, 1)            # rows start one element past a 16-byte boundary
+    assert flags(seqlen=60) == ('ssm_fwd', 0, 1)           # rows of 120 bytes: not whole vectors
+    assert flags(store_out=False) == ('ssm_fwd', 1, 0)     # checkpoints only: nothing to reduce
+    monkeypatch.setitem(cs._CONFIG_OVERRIDE, 'ASYNC', 0)
+    assert flags() == ('ssm_fwd', 0, 1)
+    cfg = cs.launch_config(16, 240, 1, 32, 4096, grad=False)
+    assert cfg['DB'] * cfg['TPC'] == 256
+    for grad, n in ((True, 32), (False, 16)):
+        cfg = cs.launch_config(16, 240, 1, n, 4096, grad=grad)
+        assert cfg['DB'] * cfg['TPC'] == 128
+
+
 def test_launch_plans_are_reused_per_call_signature(monkeypatch):
     """A second call with the same shapes reuses the plan (the same ctypes argument arrays, only the tensor
     addresses written again); another shape or configuration override gets its own; the cache is bounded."""
