@@ -231,11 +231,10 @@ def launch_config(batch, dim, groups, dstate, seqlen, sm_count=132, grad=True, c
     length T (= checkpoint interval; the lean Mamba path keeps fewer checkpoints this way).  Defaults from the sweeps in
     docs/benchmarks.md (H100): N >= 16: 8 lanes per channel (NS = N/8 states per thread), T = 8 with autograd (16
     at N = 32) and 16 without (N >= 32 without autograd: NS = N/16); N <= 8: NS = min(N, 4), T = 16.  Blocks of 128
-    threads (256 without autograd at N = 32).  NS >= N/32
-    so that a channel fits in a warp.  ``PG``: forward steps whose exp2 and shared loads are issued ahead of their
-    recurrence, T unless ``_CONFIG_OVERRIDE['PG']`` says otherwise (MMA-B's batch-16 forward 0.355 ms at PG = 16 vs
-    0.384 step by step; docs/bench_results/cuda_scan_run24).  ``TF``: the forward's own chunk length, a multiple of
-    T and at least 16; it stores checkpoints every T steps.
+    threads (256 without autograd at N = 32).  NS >= N/32 so that a channel fits in a warp.  ``PG``: forward steps
+    whose exp2 and shared loads are issued ahead of their recurrence, T unless ``_CONFIG_OVERRIDE['PG']`` says
+    otherwise (MMA-B's batch-16 forward 0.355 ms at PG = 16 vs 0.384 step by step; docs/bench_results/cuda_scan_run24).
+    ``TF``: the forward's own chunk length, a multiple of T and at least 16; it stores checkpoints every T steps.
     """
     over = _CONFIG_OVERRIDE
     npad = _next_pow2(dstate)
@@ -356,6 +355,13 @@ def _aligned(*tensors):
     return all(t is None or t.data_ptr() % 16 == 0 for t in tensors)
 
 
+def _vec_flags(aligned, rows, bc):
+    """The time-parallel kernels' ``vec`` argument: bit 1 when the channel rows (``rows``) move as aligned 16-byte
+    vectors, bit 2 when B/C (``bc``) do; ``aligned``: the (rows, B/C) address checks of the call, part of its plan's
+    key.  The outputs the kernels write are allocated here, contiguous and aligned."""
+    return int(aligned[0] and _rows_vectorizable(*rows)) | 2 * int(aligned[1] and _rows_vectorizable(*bc))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Launchers
 # ---------------------------------------------------------------------------------------------------------------
@@ -424,11 +430,10 @@ class _Launch:
 
 class _Plan:
     """The launches of one call signature (shapes, strides, dtypes, flags, configuration overrides), with the
-    buffers it allocates per call: ``slots`` maps tensor-argument names to the ``c_void_p`` slots of the launches;
-    ``vec`` is the alignment-flag argument of the time-parallel kernels (or None)."""
+    buffers it allocates per call: ``slots`` maps tensor-argument names to the ``c_void_p`` slots of the launches."""
 
     def __init__(self):
-        self.slots, self.launches, self.vec, self.meta = {}, [], None, {}
+        self.slots, self.launches, self.meta = {}, [], {}
 
     def slot(self, name):
         return self.slots.setdefault(name, ctypes.c_void_p())
@@ -519,13 +524,11 @@ def _fwd_plan(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt,
     if tp is not None:
         kern = _kernel('ssm_fwd_tp', _defines(tp, u, B4, D, z, delta_bias, delta_softplus, reverse,
                                               STORE_CKPT=bool(store_ckpt), STORE_OUT=int(store_out)), dev)
-        # out is allocated contiguous and aligned
         out_rows = torch.empty_strided((batch, dim, seqlen), out_strides + (1,), dtype=u.dtype, device='meta')
-        plan.vec = ctypes.c_int((aligned[0] and _rows_vectorizable(u, delta, z if store_out else None, out_rows))
-                                | 2 * (aligned[1] and _rows_vectorizable(B4, C4)))
+        vec = _vec_flags(aligned, (u, delta, z if store_out else None, out_rows), (B4, C4))
         plan.launches.append(_Launch(kern, tp['grid'], head + [sl('out'), sl('last'), sl('ckpt')]
                                      + [ctypes.c_int(v) for v in (dim, seqlen, dstate, dim // groups, tp['n_dblk'],
-                                                                  n_chunks)] + [plan.vec] + strides))
+                                                                  n_chunks, vec)] + strides))
         return plan
     # Chunks copied by cp.async: every row contiguous and 16-byte aligned, L whole vectors (cuda_scan_run60).
     z_rows, c_rows = (z, C4) if store_out else (None, None)
@@ -561,10 +564,11 @@ def _bwd(dout, u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, ckpt, reve
         dout = dout.contiguous()
     dout, delta_in, z_in = _as(dout, u.dtype), _as(delta, u.dtype), _as(z, u.dtype)
     A32, D32, bias32 = _as(A, torch.float32), _as(D, torch.float32), _as(delta_bias, torch.float32)
+    aligned = (_aligned(u, delta_in, z_in, dout), _aligned(B4, C4))      # as in _fwd
     plan = _cached_plan(_signature('bwd', u, delta_in, A32, B4, C4, D32, z_in, bias32, bool(delta_softplus),
-                                   bool(reverse), chunk, dout.stride(), ckpt.shape),
+                                   bool(reverse), chunk, dout.stride(), ckpt.shape) + aligned,
                         _bwd_plan, dout, u, delta_in, A32, B4, C4, D32, z_in, bias32, delta_softplus, ckpt,
-                        reverse, chunk)
+                        reverse, chunk, aligned)
     dev = u.device
     m = plan.meta
     # Separate allocations (the outputs of a custom op may not alias one another); the kernels write du, ddelta and
@@ -575,13 +579,11 @@ def _bwd(dout, u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, ckpt, reve
                    ddelta=ddelta, dA=dA, dB=dB, dC=dC, dD=dD, dz=dz, dbias=dbias)
     if m['n_seg_floats']:
         tensors['seg_a'], tensors['seg_b'] = torch.empty((m['n_seg_floats'],), dtype=torch.float32, device=dev).chunk(2)
-    if plan.vec is not None:
-        plan.vec.value = m['vec'] & (_aligned(u, delta_in, z_in, dout, du, ddelta, dz) | 2 * _aligned(B4, C4))
     plan.run(tensors, dev)
     return _bwd_cast(delta, z, u, (du, ddelta, dA, dB, dC, dD, dz, dbias))
 
 
-def _bwd_plan(dout, u, delta_in, A32, B4, C4, D32, z_in, bias32, delta_softplus, ckpt, reverse, chunk):
+def _bwd_plan(dout, u, delta_in, A32, B4, C4, D32, z_in, bias32, delta_softplus, ckpt, reverse, chunk, aligned):
     batch, dim, seqlen, dstate, groups, sm, cfg = _shape_config(u, A32, B4, True, chunk)
     dev = u.device
     n_chunks = ckpt.shape[2]
@@ -600,13 +602,10 @@ def _bwd_plan(dout, u, delta_in, A32, B4, C4, D32, z_in, bias32, delta_softplus,
     defines = dict(reverse=reverse, STORE_CKPT=0)
     if tp is not None:
         kern = _kernel('ssm_bwd_tp', _defines(tp, u, B4, D32, z_in, bias32, delta_softplus, **defines), dev)
-        plan.vec = ctypes.c_int(0)
-        # du, ddelta, dz: contiguous (b, d, L) allocations (their addresses are checked per call)
-        grad_rows = torch.empty((batch, dim, seqlen), dtype=u.dtype, device='meta')
-        plan.meta['vec'] = (_rows_vectorizable(u, delta_in, z_in, dout, grad_rows)
-                            | 2 * _rows_vectorizable(B4, C4))
+        grad_rows = torch.empty((batch, dim, seqlen), dtype=u.dtype, device='meta')      # du, ddelta, dz
+        vec = _vec_flags(aligned, (u, delta_in, z_in, dout, grad_rows), (B4, C4))
         plan.launches.append(_Launch(kern, tp['grid'], args + [ctypes.c_int(v) for v in (
-            dim, seqlen, dstate, dim // groups, tp['n_dblk'], n_chunks, groups)] + [plan.vec] + strides))
+            dim, seqlen, dstate, dim // groups, tp['n_dblk'], n_chunks, groups, vec)] + strides))
         return plan
     kern = _kernel('ssm_bwd', _defines(cfg, u, B4, D32, z_in, bias32, delta_softplus, **defines), dev)
     args += [ctypes.c_int(v) for v in (dim, seqlen, dstate, dim // groups, cfg['n_dblk'], n_chunks, groups,
