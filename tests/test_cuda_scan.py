@@ -109,6 +109,7 @@ def test_kernels_compile_with_nvrtc(shape, z, kind, softplus):
                   ('ssm_fwd', cs._defines(fc, u, B4, D, zz, bias, softplus, STORE_CKPT=0, STORE_OUT=0)),  # summary
                   ('ssm_fwd', cs._defines(fc, u, B4, D, zz, bias, softplus, True, STORE_CKPT=grad))]   # reversed
         builds += [(name, dict(defines, ASYNC=1)) for name, defines in builds[:2]]     # cp.async chunk copies
+        builds += [(name, dict(defines, ASYNC=1, BCD=1)) for name, defines in builds[:3]]    # B/C read as copied
         builds += [('ssm_fwd', dict(builds[0][1], DEFER=1)), ('ssm_fwd', dict(builds[0][1], ASYNC=1, DEFER=1))]
         if grad:
             builds += [('ssm_fwd', cs._defines(fc, u, B4, D, zz, bias, softplus, STORE_CKPT=1, STORE_OUT=0)),
@@ -359,7 +360,8 @@ def test_reverse_scan_equals_the_flipped_scan_on_gpu(seqlen, segments):
 def test_the_lane_forward_copies_chunks_asynchronously_only_where_rows_allow(monkeypatch):
     """cp.async copies (ASYNC) where every row is contiguous and 16-byte aligned and L whole vectors; element-wise
     loads for a view one element into a row or an L that is not; the reduction deferred (DEFER) where the forward
-    stores outputs.  Blocks of 256 threads only without autograd at N = 32."""
+    stores outputs; B/C read straight from the copied rows (BCD) wherever the copies are made.  Blocks of 256
+    threads without autograd at N = 32, 64 threads of 32-step chunks without autograd at N = 16, else 128."""
     built = []
     monkeypatch.setattr(cs, '_kernel', lambda name, defines, device: built.append((name, defines)) or
                         _FakeKernel(name))
@@ -374,20 +376,25 @@ def test_the_lane_forward_copies_chunks_asynchronously_only_where_rows_allow(mon
         B4, C4 = (torch.randn(2, 1, 16, seqlen).to(dtype) for _ in range(2))
         cs._fwd(u, delta, -torch.rand(32, 16), B4, C4, None, None, None, True, False, store_out=store_out)
         (name, defines), = built
-        return name, defines['ASYNC'], defines['DEFER']
+        return name, defines['ASYNC'], defines['DEFER'], defines['BCD']
 
-    assert flags() == ('ssm_fwd', 1, 1)
-    assert flags(dtype=torch.float32) == ('ssm_fwd', 1, 1)
-    assert flags(offset=1) == ('ssm_fwd', 0, 1)            # rows start one element past a 16-byte boundary
-    assert flags(seqlen=60) == ('ssm_fwd', 0, 1)           # rows of 120 bytes: not whole vectors
-    assert flags(store_out=False) == ('ssm_fwd', 1, 0)     # checkpoints only: nothing to reduce
+    assert flags() == ('ssm_fwd', 1, 1, 1)
+    assert flags(dtype=torch.float32) == ('ssm_fwd', 1, 1, 1)
+    assert flags(offset=1) == ('ssm_fwd', 0, 1, 0)         # rows start one element past a 16-byte boundary
+    assert flags(seqlen=60) == ('ssm_fwd', 0, 1, 0)        # rows of 120 bytes: not whole vectors
+    assert flags(store_out=False) == ('ssm_fwd', 1, 0, 1)  # checkpoints only: nothing to reduce
+    monkeypatch.setitem(cs._CONFIG_OVERRIDE, 'BCD', 0)
+    assert flags() == ('ssm_fwd', 1, 1, 0)
     monkeypatch.setitem(cs._CONFIG_OVERRIDE, 'ASYNC', 0)
-    assert flags() == ('ssm_fwd', 0, 1)
-    cfg = cs.launch_config(16, 240, 1, 32, 4096, grad=False)
-    assert cfg['DB'] * cfg['TPC'] == 256
-    for grad, n in ((True, 32), (False, 16)):
+    monkeypatch.delitem(cs._CONFIG_OVERRIDE, 'BCD')
+    assert flags() == ('ssm_fwd', 0, 1, 0)
+    monkeypatch.delitem(cs._CONFIG_OVERRIDE, 'ASYNC')
+    monkeypatch.setitem(cs._CONFIG_OVERRIDE, 'PG', 4)      # bf16 B/C: 8 steps per 16-byte read
+    assert flags() == ('ssm_fwd', 1, 1, 0)
+    assert flags(dtype=torch.float32) == ('ssm_fwd', 1, 1, 1)
+    for grad, n, threads, t in ((False, 32, 256, 16), (False, 16, 64, 32), (True, 32, 128, 16), (True, 16, 128, 8)):
         cfg = cs.launch_config(16, 240, 1, n, 4096, grad=grad)
-        assert cfg['DB'] * cfg['TPC'] == 128
+        assert (cfg['DB'] * cfg['TPC'], cfg['T']) == (threads, t), (grad, n)
 
 
 def test_launch_plans_are_reused_per_call_signature(monkeypatch):
@@ -496,8 +503,8 @@ def test_async_chunk_copies_give_the_element_wise_results_on_gpu(dtype, seqlen, 
     args = [t.detach() if t is not None else None
             for t in _tp_inputs(2, 20, seqlen, dstate, dtype, with_z, 0, seed=4)]
     results = []
-    for asy, defer in ((1, 1), (0, 0), (1, 0)):
-        cs._CONFIG_OVERRIDE.update({'TP': 0, 'ASYNC': asy, 'DEFER': defer})
+    for asy, defer, bcd in ((1, 1, 1), (0, 0, 1), (1, 0, 1), (1, 1, 0)):
+        cs._CONFIG_OVERRIDE.update({'TP': 0, 'ASYNC': asy, 'DEFER': defer, 'BCD': bcd})
         if segments:
             cs._CONFIG_OVERRIDE['SEGMENTS'] = segments
         try:
@@ -505,8 +512,46 @@ def test_async_chunk_copies_give_the_element_wise_results_on_gpu(dtype, seqlen, 
         finally:
             cs._CONFIG_OVERRIDE.clear()
     assert any(name == 'ssm_fwd' and dict(defs).get('ASYNC') == 1 for name, defs, _ in cs._KERNELS)
-    for name, a, b, c in zip(('out', 'last', 'ckpt'), *results):
-        assert torch.equal(a, b) and torch.equal(a, c), name
+    for name, *r in zip(('out', 'last', 'ckpt'), *results):
+        assert all(torch.equal(r[0], x) for x in r[1:]), name
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.parametrize('batch,dim,seqlen,dstate,dtype,reverse,segments,with_z', [
+    (2, 20, 4096, 16, torch.bfloat16, False, None, True), (1, 24, 4104, 12, torch.bfloat16, True, 3, True),
+    (2, 20, 1000, 16, torch.float32, False, None, False), (1, 16, 2080, 16, torch.float16, True, None, False),
+    (2, 20, 1000, 32, torch.bfloat16, False, 2, True)])
+def test_forward_without_autograd_matches_the_reference_on_gpu(batch, dim, seqlen, dstate, dtype, reverse, segments,
+                                                                with_z):
+    """The lane forward as inference runs it (no checkpoints; at N = 16 64-thread blocks of 32-step chunks, B and C
+    read from the copied rows): outputs and last state against the float64 reference (flipped inputs for
+    reverse); the same bits with the B/C rows staged as floats (BCD=0)."""
+    from mamba_sr_archs.ops import selective_scan_ref
+    args = [t.detach() if t is not None else None
+            for t in _tp_inputs(batch, dim, seqlen, dstate, dtype, with_z, 0, seed=5)]
+    results = []
+    for bcd in (1, 0):
+        cs._CONFIG_OVERRIDE.update({'TP': 0, 'BCD': bcd})
+        if segments:
+            cs._CONFIG_OVERRIDE['SEGMENTS'] = segments
+        try:
+            with torch.no_grad():
+                results.append(cs._fwd(*args, True, False, reverse=reverse)[:2])
+        finally:
+            cs._CONFIG_OVERRIDE.clear()
+    assert any(name == 'ssm_fwd' and dict(defs).get('BCD') == 1 for name, defs, _ in cs._KERNELS)
+    (out, last), (out0, last0) = results
+    assert torch.equal(out, out0) and torch.equal(last, last0)
+    flip = (lambda t: t.flip(-1)) if reverse else (lambda t: t)
+    ref = [flip(t).double() if t is not None and t.dim() >= 3 else (t.double() if t is not None else None)
+           for t in args]
+    y64, last64 = selective_scan_ref(*ref, delta_softplus=True, return_last_state=True)
+    tol = 1e-4 if dtype == torch.float32 else 1e-2
+
+    def rel(a, b):
+        return ((a.double() - b).norm() / b.norm()).item()
+    assert rel(flip(out), y64) < tol and rel(last, last64) < 1e-4
 
 
 @pytest.mark.gpu

@@ -33,8 +33,9 @@ class KernelBuildError(RuntimeError):
 _SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'csrc', 'selective_scan.cu')
 _KINDS = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 MAX_DSTATE = 64
-# Benchmarks may set NS / T / NTHREADS / SEGMENTS (and ASYNC / DEFER 0: the lane forward's element-wise loads, its
-# reduction after each chunk) here to try other launch configurations; empty in normal use.
+# Benchmarks may set NS / T / NTHREADS / SEGMENTS (and ASYNC / DEFER / BCD 0: the lane forward's element-wise loads,
+# its reduction after each chunk, its B/C staged as floats) here to try other launch configurations; empty in
+# normal use.
 _CONFIG_OVERRIDE = {}
 # When True, outputs are pre-filled with NaN so that an element no thread writes shows up in checks.
 _POISON_OUTPUTS = False
@@ -230,18 +231,23 @@ def launch_config(batch, dim, groups, dstate, seqlen, sm_count=132, grad=True, c
     the checkpoint interval); ``grad=False`` that of a forward without autograd; ``chunk`` asks for another chunk
     length T (= checkpoint interval; the lean Mamba path keeps fewer checkpoints this way).  Defaults from the sweeps in
     docs/benchmarks.md (H100): N >= 16: 8 lanes per channel (NS = N/8 states per thread), T = 8 with autograd (16
-    at N = 32) and 16 without (N >= 32 without autograd: NS = N/16); N <= 8: NS = min(N, 4), T = 16.  Blocks of 128
-    threads (256 without autograd at N = 32).  NS >= N/32 so that a channel fits in a warp.  ``PG``: forward steps
-    whose exp2 and shared loads are issued ahead of their recurrence, T unless ``_CONFIG_OVERRIDE['PG']`` says
-    otherwise (MMA-B's batch-16 forward 0.355 ms at PG = 16 vs 0.384 step by step; docs/bench_results/cuda_scan_run24).
-    ``TF``: the forward's own chunk length, a multiple of T and at least 16; it stores checkpoints every T steps.
+    at N = 32) and 16 without (32 at N = 16; N >= 32 without autograd: NS = N/16); N <= 8: NS = min(N, 4), T = 16.
+    Blocks of 128 threads (without autograd: 256 at N = 32, 64 at N = 16).  NS >= N/32 so that a channel fits in a
+    warp.  ``PG``: forward steps whose exp2 and shared loads are issued ahead of their recurrence, T unless
+    ``_CONFIG_OVERRIDE['PG']`` says otherwise (MMA-B's batch-16 forward 0.355 ms at PG = 16 vs 0.384 step by step;
+    docs/bench_results/cuda_scan_run24).  ``TF``: the forward's own chunk length, a multiple of T and at least 16;
+    it stores checkpoints every T steps.
     """
     over = _CONFIG_OVERRIDE
     npad = _next_pow2(dstate)
     # 256 threads for the forward without autograd at N = 32 (16 channels of 16 lanes share a block's B/C staging):
     # MPSI's batch-16 forward 0.287 vs 0.308 ms (bf16), 0.302 vs 0.326 (fp32); MMA-B's N = 16 is slower so
     # (cuda_scan_run65, run66).
-    nthreads = int(over.get('NTHREADS', 256 if npad == 32 and not grad else 128))
+    # 64 threads and 32-step chunks for the forward without autograd at N = 16 (with the B/C rows read as copied,
+    # BCD): MMA-B's batch-16 forward 0.217 vs 0.242 ms (bf16), 0.248 vs 0.301 (fp32); its LR 256x256 inference
+    # sequence 0.357 vs 0.381 / 0.397 vs 0.466 (cuda_scan_run73).
+    lean16 = npad == 16 and not grad
+    nthreads = int(over.get('NTHREADS', 256 if npad == 32 and not grad else 64 if lean16 else 128))
     # N >= 32 without autograd: 16 lanes per channel (twice the warps; MPSI's batch-16 forward 0.417 vs 0.525 ms,
     # docs/bench_results/cuda_scan_sweeps/log_run5.txt); with autograd 8 (its backward is faster so).
     ns = int(over.get('NS') or (npad // 16 if npad >= 32 and not grad else npad // 8 if npad >= 16 else min(npad, 4)))
@@ -256,7 +262,8 @@ def launch_config(batch, dim, groups, dstate, seqlen, sm_count=132, grad=True, c
     # With autograd, 8-step chunks, except at N = 32 (MPSI), where 16 took its batch-16 forward+backward from 2.02 to
     # 1.91 ms (fp32) and 2.03 to 1.89 (bf16), and halves the checkpoints (MMA-B's N = 16: 1.56 -> 1.93 ms, so 8 stays;
     # cuda_scan_run54, run55).
-    t = max(int(over.get('T') or chunk or (8 if grad and npad >= 16 and npad != 32 else 16)), tpc, rg)
+    t = max(int(over.get('T') or chunk or (8 if grad and npad >= 16 and npad != 32 else 32 if lean16 else 16)), tpc,
+            rg)
 
     def bwd_smem(db):        # the backward's static shared memory: 8 channel rows, (B, C) pairs, per-warp dB/dC
         return ((8 * db + 2 * (db * tpc // 32) * npad) * (t + 1) + t * (2 * npad + 4)) * 4
@@ -537,8 +544,13 @@ def _fwd_plan(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt,
                  and seqlen % (16 // u.element_size()) == 0 and seqlen % (16 // B4.element_size()) == 0)
     # DEFER: a chunk's sums over states are reduced while the next one is computed (cuda_scan_run62).
     defer = int(_CONFIG_OVERRIDE.get('DEFER', 1)) if store_out else 0
+    # BCD: with cp.async copies, each lane reads its B and C straight from the copied rows (16-byte loads of a
+    # group's steps), no staging: 2-byte B/C move half the shared-memory bytes of staged floats.
+    bcd = int(use_async and int(_CONFIG_OVERRIDE.get('BCD', 1)) == 1
+              and cfg['PG'] % (16 // B4.element_size()) == 0)
     kern = _kernel('ssm_fwd', _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, reverse, ASYNC=use_async,
-                                       DEFER=defer, STORE_CKPT=bool(store_ckpt), STORE_OUT=int(store_out)), dev)
+                                       DEFER=defer, BCD=bcd, STORE_CKPT=bool(store_ckpt), STORE_OUT=int(store_out)),
+                   dev)
     n_seg = _segments(cfg, batch, groups, seqlen, sm, grad=bool(store_ckpt))
     tail = [ctypes.c_int(v) for v in (dim, seqlen, dstate, dim // groups, cfg['n_dblk'], n_chunks)]
     if n_seg == 1:
@@ -553,7 +565,7 @@ def _fwd_plan(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt,
     # Pass 1: segment summaries (no outputs, no checkpoints; STORE_OUT 0 is what sums delta for the segment's
     # decay); pass 2: outputs from the true start states.
     summary = _kernel('ssm_fwd', _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, reverse, ASYNC=use_async,
-                                          STORE_CKPT=0, STORE_OUT=0), dev)
+                                          BCD=bcd, STORE_CKPT=0, STORE_OUT=0), dev)
     plan.launches += [_Launch(summary, grid, args + [ctypes.c_int(1)]), _Launch(kern, grid, args + [ctypes.c_int(2)])]
     return plan
 

@@ -16,9 +16,11 @@
 // 1 ssm_bwd, 2 ssm_fwd_tp, 3 ssm_bwd_tp; undefined: ssm_fwd and ssm_bwd), ASYNC (ssm_fwd: chunks are copied to
 // shared memory with cp.async, 16 bytes at a time; the launcher sets it when every row is contiguous, 16-byte
 // aligned and L a whole number of vectors), DEFER (ssm_fwd: a chunk's sums over states are reduced and stored
-// while the next chunk is computed), REVERSE (scan the sequence from its end:
-// time step t reads and writes memory position L - 1 - t, so a reversed direction needs no flipped copies), IN_KIND
-// and BC_KIND (0 fp32, 1 bf16, 2 fp16).  The time-parallel kernels (end of the file) also take TP_MINB, TP_PF, TP_BU.
+// while the next chunk is computed), BCD (ssm_fwd with ASYNC: each lane reads its states' B and C from the copied
+// rows, 16 bytes at a time, instead of from (B, C) float pairs staged per step), REVERSE (scan the sequence from
+// its end: time step t reads and writes memory position L - 1 - t, so a reversed direction needs no flipped
+// copies), IN_KIND and BC_KIND (0 fp32, 1 bf16, 2 fp16).  The time-parallel kernels (end of the file) also take
+// TP_MINB, TP_PF, TP_BU.
 constexpr int NS = SS_NS, TPC = SS_TPC, DB = SS_DB, T = SS_T, RG = SS_RG;
 #define HAS_D SS_HAS_D
 #define HAS_Z SS_HAS_Z
@@ -38,6 +40,9 @@ constexpr int NS = SS_NS, TPC = SS_TPC, DB = SS_DB, T = SS_T, RG = SS_RG;
 #endif
 #ifndef SS_DEFER
 #define SS_DEFER 0
+#endif
+#ifndef SS_BCD
+#define SS_BCD 0
 #endif
 constexpr int PG = SS_PG;    // forward steps per pipelined group (1: step by step)
 constexpr int CK = SS_CK;    // forward: steps between stored state checkpoints (the backward's chunk length)
@@ -219,6 +224,29 @@ template <int KIND, typename E> __device__ __forceinline__ float2 ld2(const E *p
         else return make_float2(f16_f(lo), f16_f(hi));
     }
 }
+
+// PG consecutive elements of a copied row (16-byte aligned), as floats: 16-byte loads.
+template <int KIND, typename E> __device__ __forceinline__ void rows_at(const E *p, float *f) {
+    constexpr int V = 16 / sizeof(E);
+    static_assert(PG % V == 0, "BCD: whole 16-byte vectors per group");
+#pragma unroll
+    for (int q = 0; q < PG / V; ++q) {
+        const uint4 w = reinterpret_cast<const uint4 *>(p)[q];
+        const unsigned ws[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            if constexpr (KIND == 0) {
+                f[q * V + i] = __uint_as_float(ws[i]);
+            } else if constexpr (KIND == 1) {
+                f[q * V + 2 * i] = __uint_as_float(ws[i] << 16);
+                f[q * V + 2 * i + 1] = __uint_as_float(ws[i] & 0xffff0000u);
+            } else {
+                f[q * V + 2 * i] = f16_f(u16(ws[i] & 0xffffu));
+                f[q * V + 2 * i + 1] = f16_f(u16(ws[i] >> 16));
+            }
+        }
+    }
+}
 #endif
 
 #if !defined(SS_ONLY) || SS_ONLY == 0
@@ -244,7 +272,9 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
     constexpr int NBUF = 1;
 #endif
     __shared__ __align__(16) float2 s_dtu_b[NBUF][DB][TP];
+#if !SS_BCD
     __shared__ __align__(16) float s_BC_b[NBUF][T][BCP];
+#endif
     __shared__ float s_u_b[NBUF][DB][TP];
 #if HAS_Z
     __shared__ float s_z_b[NBUF][DB][TP];
@@ -288,51 +318,68 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
     constexpr int VI = 16 / sizeof(in_t), VB = 16 / sizeof(bc_t);
     static_assert(T % VI == 0 && T % VB == 0, "ASYNC: whole 16-byte vectors per chunk row");
     constexpr int NRI = (2 + LOAD_Z) * DB, NRB = (1 + STORE_OUT) * NPAD;   // channel rows, state rows
-    constexpr int NVI = NRI * (T / VI), NV = NVI + NRB * (T / VB);
-    constexpr int NJ = (NV + NTHREADS - 1) / NTHREADS;
+    constexpr int NVI = NRI * (T / VI), NVB = NRB * (T / VB);               // their 16-byte copies per chunk
+    constexpr int NJI = (NVI + NTHREADS - 1) / NTHREADS, NJB = (NVB + NTHREADS - 1) / NTHREADS;
+    // State rows: pitch RPB elements; with BCD an odd number of 16-byte vectors, so that the lanes of a channel
+    // reading their k-th states (rows k TPC + s, below) hit distinct banks.
+    constexpr int RPW = T * (int)sizeof(bc_t) / 4, RPB = !SS_BCD || (RPW / 4) % 2 ? T : T + 16 / (int)sizeof(bc_t);
     __shared__ __align__(16) in_t s_rin[2][NRI][T];
-    __shared__ __align__(16) bc_t s_rbc[2][NRB][T];
-    const char *v_ptr[NJ];
-    unsigned v_dst[NJ];      // shared-space address in buffer 0
-    int v_lim[NJ], v_step[NJ];
+    __shared__ __align__(16) bc_t s_rbc[2][NRB][RPB];
+    // Copy j of this thread: source v_ptr[j] for the next chunk it copies (moves by T steps per chunk), and the copy
+    // is whole while that chunk's first step is below v_lim[j] (t_end minus the copy's latest step in the chunk;
+    // below every chunk for a row past the group or past N, which reads as zeros; a copy of no bytes is given a
+    // valid address all the same).  Channel rows (i) and state rows (b) have their own copies.
+    const char *vi_ptr[NJI], *vb_ptr[NJB];
+    unsigned vi_dst[NJI], vb_dst[NJB];      // shared-space address in buffer 0
+    int vi_lim[NJI], vb_lim[NJB];
     const int w_begin = REVERSE ? L - t_begin - T : t_begin;     // lowest memory position of the first chunk
-#pragma unroll
-    for (int j = 0; j < NJ; ++j) {
-        const int v = tid + j * NTHREADS;
-        v_ptr[j] = reinterpret_cast<const char *>(Bg); v_dst[j] = 0; v_lim[j] = -(1 << 30); v_step[j] = 0;
-        if (v < NVI) {
-            const int row = v / (T / VI), m = (v % (T / VI)) * VI, kind = row / DB, cc = row % DB;
-            const in_t *base = kind == 0 ? dt + b * s_tb : kind == 1 ? u + b * s_ub : z + b * s_zb;
-            const long long sd = kind == 0 ? s_td : kind == 1 ? s_ud : s_zd;
-            v_ptr[j] = reinterpret_cast<const char *>(base + (g * dpg + min(d0 + cc, dpg - 1)) * sd + w_begin + m);
-            v_dst[j] = (unsigned)__cvta_generic_to_shared(&s_rin[0][row][m]);
-            v_step[j] = (REVERSE ? -T : T) * (int)sizeof(in_t);
-            if (d0 + cc < dpg) v_lim[j] = t_end - (REVERSE ? T - 1 - m : m);
-        } else if (v < NV) {
-            const int row = (v - NVI) / (T / VB), m = ((v - NVI) % (T / VB)) * VB, n = row % NPAD;
-            const bc_t *base = row < NPAD ? Bg : Cg;
-            v_ptr[j] = reinterpret_cast<const char *>(base + min(n, N - 1) * (row < NPAD ? s_Bn : s_Cn) + w_begin + m);
-            v_dst[j] = (unsigned)__cvta_generic_to_shared(&s_rbc[0][row][m]);
-            v_step[j] = (REVERSE ? -T : T) * (int)sizeof(bc_t);
-            if (n < N) v_lim[j] = t_end - (REVERSE ? T - 1 - m : m);
-        }
-    }
     const char *safe = reinterpret_cast<const char *>(Bg);
-    auto load = [&](int t0, int buf) {     // chunk t0 (the next one each thread has not copied yet)
-        const unsigned off = buf ? (unsigned)sizeof(s_rin[0]) : 0u;
-        const unsigned off_bc = buf ? (unsigned)sizeof(s_rbc[0]) : 0u;
 #pragma unroll
-        for (int j = 0; j < NJ; ++j) {
-            if ((j + 1) * NTHREADS <= NV || tid + j * NTHREADS < NV) {      // (the first test: at compile time)
-                const bool ok = t0 < v_lim[j];
-                cp_async16(v_dst[j] + (tid + j * NTHREADS < NVI ? off : off_bc), ok ? v_ptr[j] : safe, ok);
-                v_ptr[j] += v_step[j];
+    for (int j = 0; j < NJI; ++j) {
+        const int v = min(tid + j * NTHREADS, NVI - 1);
+        const int row = v / (T / VI), m = (v % (T / VI)) * VI, kind = row / DB, cc = row % DB;
+        const in_t *base = kind == 0 ? dt + b * s_tb : kind == 1 ? u + b * s_ub : z + b * s_zb;
+        const long long sd = kind == 0 ? s_td : kind == 1 ? s_ud : s_zd;
+        vi_ptr[j] = reinterpret_cast<const char *>(base + (g * dpg + min(d0 + cc, dpg - 1)) * sd + w_begin + m);
+        vi_dst[j] = (unsigned)__cvta_generic_to_shared(&s_rin[0][row][m]);
+        vi_lim[j] = d0 + cc < dpg ? t_end - (REVERSE ? T - 1 - m : m) : -(1 << 30);
+    }
+#pragma unroll
+    for (int j = 0; j < NJB; ++j) {
+        const int v = min(tid + j * NTHREADS, NVB - 1);
+        const int row = v / (T / VB), m = (v % (T / VB)) * VB, n = row % NPAD, kind = row / NPAD;
+        const bc_t *base = kind == 0 ? Bg : Cg;
+        vb_ptr[j] = reinterpret_cast<const char *>(base + min(n, N - 1) * (kind == 0 ? s_Bn : s_Cn) + w_begin + m);
+        // BCD: state n of lane s = n / NS goes to row (n % NS) TPC + s of its kind.
+        const int prow = kind * NPAD + (SS_BCD ? (n % NS) * TPC + n / NS : n);
+        vb_dst[j] = (unsigned)__cvta_generic_to_shared(&s_rbc[0][prow][m]);
+        vb_lim[j] = n < N ? t_end - (REVERSE ? T - 1 - m : m) : -(1 << 30);
+    }
+    // Copies of chunk t0 (the next one each thread has not copied yet) of the channel rows / the state rows into
+    // buffer buf; the caller commits.
+    auto load_rows = [&](int t0, int buf) {
+#pragma unroll
+        for (int j = 0; j < NJI; ++j) {
+            if ((j + 1) * NTHREADS <= NVI || tid + j * NTHREADS < NVI) {      // (the first test: at compile time)
+                const bool ok = t0 < vi_lim[j];
+                cp_async16(vi_dst[j] + (buf ? (unsigned)sizeof(s_rin[0]) : 0u), ok ? vi_ptr[j] : safe, ok);
+                vi_ptr[j] += (REVERSE ? -T : T) * (int)sizeof(in_t);
             }
         }
-        cp_async_commit();
+    };
+    auto load_states = [&](int t0, int buf) {
+#pragma unroll
+        for (int j = 0; j < NJB; ++j) {
+            if ((j + 1) * NTHREADS <= NVB || tid + j * NTHREADS < NVB) {
+                const bool ok = t0 < vb_lim[j];
+                cp_async16(vb_dst[j] + (buf ? (unsigned)sizeof(s_rbc[0]) : 0u), ok ? vb_ptr[j] : safe, ok);
+                vb_ptr[j] += (REVERSE ? -T : T) * (int)sizeof(bc_t);
+            }
+        }
     };
     // Staging chunk t0 from raw buffer buf into float buffer buf: pair i of the channel rows is channel i / (T/2),
-    // memory positions m, m + 1 of the window; the same for the state rows.
+    // memory positions m, m + 1 of the window; the same for the state rows (without BCD: with it the chunk reads
+    // its B and C from the copied rows).
     constexpr int NCP = (DB * T / 2 + NTHREADS - 1) / NTHREADS, NSP = (NPAD * T / 2 + NTHREADS - 1) / NTHREADS;
     float bias_j[NCP];
 #pragma unroll
@@ -363,6 +410,7 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
                 }
             }
         }
+#if !SS_BCD
 #pragma unroll
         for (int j = 0; j < NSP; ++j) {
             const int i = tid + j * NTHREADS, n = i / (T / 2), m = 2 * (i % (T / 2));
@@ -374,15 +422,21 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
                 *reinterpret_cast<float2 *>(&s_BC[REVERSE ? T - 2 - m : m + 1][2 * n]) = make_float2(b2.y, c2.y);
             }
         }
+#endif
     };
     // Prologue: chunk 0 staged, chunk 1 on its way.  Then per chunk c, after one barrier (chunk c + 1's copies
     // landed and visible; every thread done with chunk c - 1's buffers): stage chunk c + 1, start copying c + 2
-    // into the raw buffer chunk c came through, compute chunk c.
-    load(t_begin, 0);
+    // into the raw buffer chunk c came through, compute chunk c.  BCD: the state rows of chunk c are read while
+    // computing it, so their copies run one chunk ahead instead (chunk c + 1 into the buffer chunk c - 1 used).
+    load_rows(t_begin, 0);
+    load_states(t_begin, 0);
+    cp_async_commit();
     cp_async_wait_all();
     __syncthreads();
     stage(t_begin, 0);
-    load(t_begin + T, 1);
+    load_rows(t_begin + T, 1);
+    if (!SS_BCD) load_states(t_begin + T, 1);
+    cp_async_commit();
 #else
     // Chunk inputs are loaded into registers one chunk ahead (their latency hides behind the current chunk's
     // arithmetic), then converted and written to shared memory after the barrier.
@@ -430,7 +484,11 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
     auto chunk = [&](int ci, int buf) {
         const int t0 = t_begin + ci * T;
         float2 (*s_dtu)[TP] = s_dtu_b[buf];
+#if SS_BCD
+        const bc_t (*s_sb)[RPB] = s_rbc[buf];
+#else
         float (*s_BC)[BCP] = s_BC_b[buf];
+#endif
         float (*s_u)[TP] = s_u_b[buf];
 #if HAS_Z
         float (*s_z)[TP] = s_z_b[buf];
@@ -441,7 +499,10 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
         // Unconditional (a chunk past the end reads and stages zeros nobody uses): no branch separates this work
         // from the chunk's arithmetic, so the compiler can interleave their latencies.
         stage(t0 + T, buf ^ 1);
-        load(t0 + 2 * T, buf);
+        load_rows(t0 + 2 * T, buf);
+        if (SS_BCD) load_states(t0 + T, buf ^ 1);
+        else load_states(t0 + 2 * T, buf);
+        cp_async_commit();
 #else
         __syncthreads();
 #pragma unroll
@@ -483,10 +544,28 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
             }
 #endif
             float ea[PG][NS], bu[PG][NS], cv[PG][NS];
+#if SS_BCD
+            // B and C of this lane's states over the group, from the copied rows (memory order: the group's
+            // steps are the PG columns from mc, backwards when REVERSE).
+#pragma unroll
+            for (int k = 0; k < NS; ++k) {
+                const int mc = REVERSE ? T - g0 - PG : g0;
+                float fb[PG], fc[PG];
+                rows_at<BC_KIND>(&s_sb[k * TPC + s][mc], fb);
+                if (STORE_OUT) rows_at<BC_KIND>(&s_sb[NPAD + k * TPC + s][mc], fc);
+#pragma unroll
+                for (int j = 0; j < PG; ++j) {
+                    bu[j][k] = fb[REVERSE ? PG - 1 - j : j];
+                    cv[j][k] = STORE_OUT ? fc[REVERSE ? PG - 1 - j : j] : 0.f;
+                }
+            }
+#endif
 #pragma unroll
             for (int j = 0; j < PG; ++j) {
                 const float2 dd = s_dtu[c][g0 + j];
+#if !SS_BCD
                 bc_at(s_BC, g0 + j, s, bu[j], cv[j]);
+#endif
                 if (!STORE_OUT) dsum += dd.x;           // the total decay is needed by the segment summaries only
 #pragma unroll
                 for (int k = 0; k < NS; ++k) {
