@@ -133,6 +133,7 @@ def test_kernels_compile_with_nvrtc(shape, z, kind, softplus):
 
 
 @pytest.mark.parametrize('name,over,kind', [('ssm_fwd_tp', {'TP_PF': 1}, 0), ('ssm_fwd_tp', {'TP_PF': 2}, 1),
+                                              ('ssm_fwd_tp', {'TP_GPF': 2}, 1),
                                               ('ssm_bwd_tp', {'TP_BU': 1}, 0), ('ssm_bwd_tp', {'TP_BU': 8}, 1)])
 def test_time_parallel_variants_compile(name, over, kind):
     """The time-parallel kernels' non-default variants (prefetching one input kind; other unrollings of the
@@ -153,11 +154,13 @@ def test_time_parallel_variants_compile(name, over, kind):
 
 
 def test_time_parallel_configuration():
-    """Time-parallel kernels for N <= 8 with at least 4 warps per SM; the forward prefetches the next window for
-    2-byte inputs only (TP_PF bits: 1 B/C, 2 delta/u), and an override wins."""
+    """Time-parallel kernels for N <= 8 with at least 4 warps per SM; the forward loads the next window into
+    registers for 2-byte inputs (TP_PF bits: 1 B/C, 2 delta/u) and prefetches it into L2 for fp32 (TP_GPF); an
+    override wins."""
     c = cs.launch_config(16, 96, 1, 8, 4096, grad=True)
-    assert cs.tp_config(c, 16, 96, 8, 132, 2)['TP_PF'] == 3
-    assert cs.tp_config(c, 16, 96, 8, 132, 4)['TP_PF'] == 0
+    for in_bytes, pf, gpf in ((2, 3, 0), (4, 0, 1)):
+        tp = cs.tp_config(c, 16, 96, 8, 132, in_bytes)
+        assert (tp['TP_PF'], tp['TP_GPF']) == (pf, gpf)
     assert cs.tp_config(c, 1, 96, 8, 132, 2) is None                      # 96 warps: the lane kernels
     assert cs.tp_config(cs.launch_config(16, 96, 1, 16, 4096), 16, 96, 16, 132, 2) is None     # N = 16
     cs._CONFIG_OVERRIDE['TP_PF'] = 2

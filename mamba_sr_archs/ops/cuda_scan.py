@@ -326,7 +326,8 @@ def tp_config(cfg, batch, dim, dstate, sm_count, in_bytes=4):
     allows), 0 turns it off; ``TP_DB`` channels (warps) per block (4), ``TP_T``, ``TP_MINB`` (blocks per SM to fit
     registers for), ``TP_PF`` (the forward loads the next window's B/C, bit 1, and delta/u, bit 2, while it computes
     this one: both by default for 2-byte inputs, neither in fp32, where the registers they take spill;
-    cuda_scan_run50, run53), ``TP_BU`` (unroll the backward's state loop this many times).
+    cuda_scan_run50, run53), ``TP_GPF`` (the forward prefetches the next window into L2, 1, or L1, 2: 1 by default in
+    fp32), ``TP_BU`` (unroll the backward's state loop this many times).
     """
     force = _CONFIG_OVERRIDE.get('TP')
     npad = _next_pow2(dstate)
@@ -338,9 +339,11 @@ def tp_config(cfg, batch, dim, dstate, sm_count, in_bytes=4):
     db = int(_CONFIG_OVERRIDE.get('TP_DB', 4))
     groups = cfg['grid'][0] // cfg['n_dblk']
     n_dblk = -(-(dim // groups) // db)
+    # fp32 (no register prefetch: it spills there) prefetches the next window into L2 instead: MambaIRv2-light's
+    # batch-16 forward 0.066 vs 0.072 ms; with 2-byte inputs it is slower (0.053 vs 0.052; cuda_scan_run75).
     cfg = dict(NS=npad, TPC=1, DB=db, T=t, CK=cfg['T'], RG=1, PG=1, n_dblk=n_dblk, grid=(groups * n_dblk, batch, 1),
-               TP_PF=3 if in_bytes < 4 else 0)
-    for key in ('TP_MINB', 'TP_PF', 'TP_BU'):
+               TP_PF=3 if in_bytes < 4 else 0, TP_GPF=0 if in_bytes < 4 else 1)
+    for key in ('TP_MINB', 'TP_PF', 'TP_BU', 'TP_GPF'):
         if key in _CONFIG_OVERRIDE:
             cfg[key] = int(_CONFIG_OVERRIDE[key])
     return cfg
@@ -388,7 +391,7 @@ def _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, reverse=False, **extr
                    BWD_MINB=int(_CONFIG_OVERRIDE.get('BWD_MINB', 1)), HAS_D=D is not None,
                    HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
                    IN_KIND=_KINDS[u.dtype], BC_KIND=_KINDS[B4.dtype], REVERSE=bool(reverse), STORE_OUT=1)
-    defines.update((k, cfg[k]) for k in ('TP_MINB', 'TP_PF', 'TP_BU') if k in cfg)
+    defines.update((k, cfg[k]) for k in ('TP_MINB', 'TP_PF', 'TP_BU', 'TP_GPF') if k in cfg)
     defines.update(extra)
     return defines
 

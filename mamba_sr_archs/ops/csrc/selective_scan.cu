@@ -967,6 +967,9 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
 #ifndef SS_TP_PF
 #define SS_TP_PF 0                   // load the next window's B/C (bit 1), delta/u (bit 2) during this one
 #endif
+#ifndef SS_TP_GPF
+#define SS_TP_GPF 0                  // prefetch the next window's inputs into L2 (1) or L1 (2) during this one
+#endif
 #define TP_THREADS (DB * 32)
 #define WIN (32 * T)                 // steps per window
 #define WP (32 * (T + 4))            // shared row pitch of one state's B (or C) over a window
@@ -977,6 +980,12 @@ constexpr int BCV = 16 / sizeof(bc_t);      // of B, C
 static_assert(T % VEC == 0 && T % BCV == 0, "TP: vectors stay within a lane's steps");
 
 template <int KIND> __device__ __forceinline__ float half_f(u16 x) { return KIND == 1 ? bf16_f(x) : f16_f(x); }
+
+// A prefetch of the cache line holding *p into L2 (TP_GPF 1) or L1 (2): no register waits for it.
+__device__ __forceinline__ void prefetch_line(const void *p) {
+    if (SS_TP_GPF == 1) asm volatile("prefetch.global.L2 [%0];\n" ::"l"(__cvta_generic_to_global(p)));
+    if (SS_TP_GPF == 2) asm volatile("prefetch.global.L1 [%0];\n" ::"l"(__cvta_generic_to_global(p)));
+}
 
 // 16 bytes of elements of kind KIND (0 fp32, 1 bf16, 2 fp16) as floats.
 template <int KIND> __device__ __forceinline__ void unpack16(uint4 v, float *f) {
@@ -1192,10 +1201,30 @@ ssm_fwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
     };
     if (PF_BC) fetch_bc(0);
     if (PF_ROWS) fetch_rows(0);
+#if SS_TP_GPF
+    // Prefetch addresses at window 0 (moved by the window's first step): this lane's first step; for thread i of
+    // the block, line i % LPR of state i / (2 LPR)'s B (C when (i / LPR) is odd), if that state exists.
+    constexpr int EPL = 128 / sizeof(bc_t), LPR = (WIN + EPL - 1) / EPL;      // elements per line, lines per row
+    const in_t *pf_dt = p_dt + POS(lane * T), *pf_u = p_u + POS(lane * T);
+    const in_t *pf_z = HAS_Z ? z + b * s_zb + d * s_zd + POS(lane * T) : nullptr;
+    const int pf_n = tid / ((1 + STORE_OUT) * LPR), pf_m = (tid / LPR) % (1 + STORE_OUT), pf_off = (tid % LPR) * EPL;
+    const bc_t *pf_bc = (pf_n < N && pf_n < NS) ? (pf_m ? Cg + pf_n * s_Cn : Bg + pf_n * s_Bn) + POS(pf_off) : nullptr;
+#endif
     for (int wi = 0; wi < n_win; ++wi) {
         const int t0 = wi * WIN, tl = t0 + lane * T;
         if (!PF_BC) fetch_bc(t0);
         if (!PF_ROWS) fetch_rows(t0);
+#if SS_TP_GPF
+        // The next window's inputs towards the cache while this one is computed: the line of this lane's first step
+        // of delta, u (and z), and one line per thread of the block's B (and C) rows.
+        if (tl + WIN < L) {
+            const long long o = REVERSE ? -(long long)(t0 + WIN) : (long long)(t0 + WIN);
+            prefetch_line(pf_dt + o);
+            prefetch_line(pf_u + o);
+            if (HAS_Z && STORE_OUT) prefetch_line(pf_z + o);
+        }
+        if (pf_bc && t0 + WIN + pf_off < L) prefetch_line(pf_bc + (REVERSE ? -(long long)(t0 + WIN) : t0 + WIN));
+#endif
         float dtv[T], uv[T];
 #pragma unroll
         for (int k = 0; k < T / VEC; ++k) {
