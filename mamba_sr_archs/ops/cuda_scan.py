@@ -275,7 +275,7 @@ def launch_config(batch, dim, groups, dstate, seqlen, sm_count=132, grad=True, c
     # The forward walks chunks of TF >= 16 steps (its per-chunk costs halve from T = 8), storing checkpoints every T.
     tf = int(over.get('TF') or -(-16 // t) * t)
     return dict(NS=ns, TPC=tpc, DB=db, T=t, TF=tf if tf % t == 0 else t, RG=rg, PG=pg if t % pg == 0 else t,
-                n_dblk=n_dblk, grid=(groups * n_dblk, batch, 1))
+                n_dblk=n_dblk, grid=(groups * n_dblk, batch, 1), dpg=dpg)
 
 
 # Segment rule (split below this many warps per multiprocessor, warps per multiprocessor aimed at, most segments):
@@ -410,8 +410,14 @@ def _shape_config(u, A, B4, grad, chunk=None):
 
 
 def forward_config(cfg):
-    """The forward kernel's configuration: chunks of TF steps, checkpoints every T (CK)."""
-    return dict(cfg, T=cfg['TF'], CK=cfg['T'])
+    """The forward kernel's configuration: chunks of TF steps, checkpoints every T (CK); ``FNTHREADS`` in
+    ``_CONFIG_OVERRIDE``: another block size for the forward alone."""
+    fc = dict(cfg, T=cfg['TF'], CK=cfg['T'])
+    if 'FNTHREADS' in _CONFIG_OVERRIDE:
+        db = max(1, int(_CONFIG_OVERRIDE['FNTHREADS']) // cfg['TPC'])
+        n_dblk = -(-cfg['dpg'] // db)
+        fc.update(DB=db, n_dblk=n_dblk, grid=(cfg['grid'][0] // cfg['n_dblk'] * n_dblk,) + cfg['grid'][1:])
+    return fc
 
 
 def _segment_plan(cfg, n_seg, seqlen):

@@ -299,7 +299,8 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
         h[k] = 0.f;
         if (mode == 2 && valid_d && n < N) {
             const long long row0 = (b * n_seg) * dim + d;
-            for (int j = 0; j < seg; ++j)
+#pragma unroll 8
+            for (int j = 0; j < seg; ++j)        // (unrolled: the loads of 8 segments in flight at once)
                 h[k] = fmaf(seg_decay[(row0 * N + n) + j * seg_stride], h[k], seg_last[(row0 * N + n) + j * seg_stride]);
         }
     }
@@ -381,11 +382,14 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
     // memory positions m, m + 1 of the window; the same for the state rows (without BCD: with it the chunk reads
     // its B and C from the copied rows).
     constexpr int NCP = (DB * T / 2 + NTHREADS - 1) / NTHREADS, NSP = (NPAD * T / 2 + NTHREADS - 1) / NTHREADS;
-    float bias_j[NCP];
+    // dpart: without outputs (the segment summaries), this thread's part of its staged channels' sums of delta
+    // (each (channel, step) is staged once; the lanes of a channel would otherwise each add every step).
+    float bias_j[NCP], dpart[NCP];
 #pragma unroll
     for (int j = 0; j < NCP; ++j) {
         const int cc = min((tid + j * NTHREADS) / (T / 2), DB - 1);
         bias_j[j] = HAS_BIAS ? bias[g * dpg + min(d0 + cc, dpg - 1)] : 0.f;
+        dpart[j] = 0.f;
     }
     auto stage = [&](int t0, int buf) {
 #pragma unroll
@@ -402,8 +406,9 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
                     float dtv = dv[e] + bias_j[j];
                     if (SOFTPLUS) dtv = softplus_f(dtv);
                     dtv = (d0 + cc < dpg && t0 + tt < t_end) ? dtv : 0.f;
+                    if (!STORE_OUT) dpart[j] += dtv;
                     s_dtu_b[buf][cc][tt] = make_float2(dtv, dtv * uv[e]);
-                    s_u_b[buf][cc][tt] = uv[e];
+                    if (STORE_OUT) s_u_b[buf][cc][tt] = uv[e];        // (D u of the outputs)
 #if HAS_Z
                     s_z_b[buf][cc][tt] = zv[e];
 #endif
@@ -566,7 +571,7 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
 #if !SS_BCD
                 bc_at(s_BC, g0 + j, s, bu[j], cv[j]);
 #endif
-                if (!STORE_OUT) dsum += dd.x;           // the total decay is needed by the segment summaries only
+                if (!STORE_OUT && !SS_ASYNC) dsum += dd.x;  // the total decay: needed by the segment summaries only
 #pragma unroll
                 for (int k = 0; k < NS; ++k) {
                     ea[j][k] = exp2f(dd.x * A2[k]);
@@ -628,6 +633,21 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
 #pragma unroll
         for (int r = 0; r < RND; ++r) scatter_round(yp, lane, r);
         put_out(yp, t_begin + (n_my_chunks - 1) * T, uo, zo);
+    }
+#endif
+#if SS_ASYNC
+    if (!STORE_OUT) {        // a channel's sum of delta: its T / 2 staging threads' parts (neighbouring lanes)
+        __shared__ float s_dsum[DB];
+#pragma unroll
+        for (int j = 0; j < NCP; ++j) {
+            const int i = tid + j * NTHREADS;
+            float v = dpart[j];
+#pragma unroll
+            for (int off = T / 4; off >= 1; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
+            if (i < DB * T / 2 && i % (T / 2) == 0) s_dsum[i / (T / 2)] = v;
+        }
+        __syncthreads();
+        dsum = s_dsum[c];
     }
 #endif
     if (valid_d) {
