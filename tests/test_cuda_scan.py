@@ -59,7 +59,7 @@ SHAPES = [  # batch, dim, groups, dstate, seqlen: the networks' training and inf
 @pytest.mark.parametrize('grad', [True, False])
 def test_launch_config_keeps_kernel_invariants(shape, grad):
     batch, dim, groups, dstate, seqlen = shape
-    c = cs.launch_config(batch, dim, groups, dstate, seqlen, grad=grad)
+    c = cs.launch_config(batch, dim, groups, dstate, seqlen, grad=grad, in_bytes=u.element_size())
     npad = cs._next_pow2(dstate)
     nthreads = c['DB'] * c['TPC']
     assert c['NS'] * c['TPC'] == npad and 32 % c['TPC'] == 0          # a channel's lanes inside one warp
@@ -103,7 +103,7 @@ def test_kernels_compile_with_nvrtc(shape, z, kind, softplus):
     D, bias = torch.empty(dim, device='meta'), torch.empty(dim, device='meta')
     zz = u if z else None
     for grad in (True, False):
-        c = cs.launch_config(batch, dim, groups, dstate, seqlen, grad=grad)
+        c = cs.launch_config(batch, dim, groups, dstate, seqlen, grad=grad, in_bytes=u.element_size())
         fc = cs.forward_config(c)
         builds = [('ssm_fwd', cs._defines(fc, u, B4, D, zz, bias, softplus, STORE_CKPT=grad)),      # outputs
                   ('ssm_fwd', cs._defines(fc, u, B4, D, zz, bias, softplus, STORE_CKPT=0, STORE_OUT=0)),  # summary
@@ -398,6 +398,10 @@ def test_the_lane_forward_copies_chunks_asynchronously_only_where_rows_allow(mon
     for grad, n, threads, t in ((False, 32, 256, 16), (False, 16, 64, 32), (True, 32, 128, 16), (True, 16, 128, 8)):
         cfg = cs.launch_config(16, 240, 1, n, 4096, grad=grad)
         assert (cfg['DB'] * cfg['TPC'], cfg['T']) == (threads, t), (grad, n)
+    # N = 32 without autograd: 16 lanes per channel in fp32, 8 with 2-byte inputs
+    assert [cs.launch_config(16, 240, 1, 32, 4096, grad=False, in_bytes=e)['TPC'] for e in (4, 2)] == [16, 8]
+    assert cs.launch_config(16, 240, 1, 32, 4096, grad=True, in_bytes=2)['TPC'] == 8
+    assert cs.launch_config(16, 240, 1, 64, 4096, grad=False, in_bytes=2)['TPC'] == 16
 
 
 def test_launch_plans_are_reused_per_call_signature(monkeypatch):

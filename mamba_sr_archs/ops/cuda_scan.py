@@ -224,14 +224,15 @@ def is_available():
 # Launch configuration
 # ---------------------------------------------------------------------------------------------------------------
 
-def launch_config(batch, dim, groups, dstate, seqlen, sm_count=132, grad=True, chunk=None):
+def launch_config(batch, dim, groups, dstate, seqlen, sm_count=132, grad=True, chunk=None, in_bytes=4):
     """Per-thread states NS, threads per channel TPC, channels per block DB, chunk length T, reduction group RG.
 
     ``grad``: the configuration of a forward that stores checkpoints and of its backward (they must agree on T,
     the checkpoint interval); ``grad=False`` that of a forward without autograd; ``chunk`` asks for another chunk
     length T (= checkpoint interval; the lean Mamba path keeps fewer checkpoints this way).  Defaults from the sweeps in
     docs/benchmarks.md (H100): N >= 16: 8 lanes per channel (NS = N/8 states per thread), T = 8 with autograd (16
-    at N = 32) and 16 without (32 at N = 16; N >= 32 without autograd: NS = N/16); N <= 8: NS = min(N, 4), T = 16.
+    at N = 32) and 16 without (32 at N = 16; N >= 32 without autograd: NS = N/16, but N/8 at N = 32 with 2-byte
+    inputs, ``in_bytes``); N <= 8: NS = min(N, 4), T = 16.
     Blocks of 128 threads (without autograd: 256 at N = 32, 64 at N = 16).  NS >= N/32 so that a channel fits in a
     warp.  ``PG``: forward steps whose exp2 and shared loads are issued ahead of their recurrence, T unless
     ``_CONFIG_OVERRIDE['PG']`` says otherwise (MMA-B's batch-16 forward 0.355 ms at PG = 16 vs 0.384 step by step;
@@ -249,8 +250,11 @@ def launch_config(batch, dim, groups, dstate, seqlen, sm_count=132, grad=True, c
     lean16 = npad == 16 and not grad
     nthreads = int(over.get('NTHREADS', 256 if npad == 32 and not grad else 64 if lean16 else 128))
     # N >= 32 without autograd: 16 lanes per channel (twice the warps; MPSI's batch-16 forward 0.417 vs 0.525 ms,
-    # docs/bench_results/cuda_scan_sweeps/log_run5.txt); with autograd 8 (its backward is faster so).
-    ns = int(over.get('NS') or (npad // 16 if npad >= 32 and not grad else npad // 8 if npad >= 16 else min(npad, 4)))
+    # docs/bench_results/cuda_scan_sweeps/log_run5.txt); with autograd 8 (its backward is faster so).  With 2-byte
+    # inputs (``in_bytes``) and B/C read as copied, 8 lanes at N = 32 are faster again: 0.241 vs 0.266 ms in bf16
+    # (0.281 vs 0.272 in fp32; cuda_scan_run72, run77).
+    lanes16 = npad >= 32 and not grad and not (npad == 32 and in_bytes < 4)
+    ns = int(over.get('NS') or (npad // 16 if lanes16 else npad // 8 if npad >= 16 else min(npad, 4)))
     ns = max(ns, npad // 32)
     tpc = npad // ns
     dpg = dim // groups
@@ -406,7 +410,7 @@ def _shape_config(u, A, B4, grad, chunk=None):
     dstate, groups = A.shape[1], B4.shape[1]
     sm = _sm_count(u.device)
     return batch, dim, seqlen, dstate, groups, sm, launch_config(batch, dim, groups, dstate, seqlen, sm, grad=grad,
-                                                                 chunk=chunk)
+                                                                 chunk=chunk, in_bytes=u.element_size())
 
 
 def forward_config(cfg):
