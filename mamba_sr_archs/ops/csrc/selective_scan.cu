@@ -20,7 +20,7 @@
 // rows, 16 bytes at a time, instead of from (B, C) float pairs staged per step), REVERSE (scan the sequence from
 // its end: time step t reads and writes memory position L - 1 - t, so a reversed direction needs no flipped
 // copies), IN_KIND and BC_KIND (0 fp32, 1 bf16, 2 fp16).  The time-parallel kernels (end of the file) also take
-// TP_MINB, TP_PF, TP_BU.
+// TP_MINB, TP_PF, TP_GPF, TP_BU.
 constexpr int NS = SS_NS, TPC = SS_TPC, DB = SS_DB, T = SS_T, RG = SS_RG;
 #define HAS_D SS_HAS_D
 #define HAS_Z SS_HAS_Z
@@ -382,6 +382,7 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
     // memory positions m, m + 1 of the window; the same for the state rows (without BCD: with it the chunk reads
     // its B and C from the copied rows).
     constexpr int NCP = (DB * T / 2 + NTHREADS - 1) / NTHREADS, NSP = (NPAD * T / 2 + NTHREADS - 1) / NTHREADS;
+    static_assert(T / 2 <= 32, "ASYNC: a channel's staging threads are lanes of one warp");
     // dpart: without outputs (the segment summaries), this thread's part of its staged channels' sums of delta
     // (each (channel, step) is staged once; the lanes of a channel would otherwise each add every step).
     float bias_j[NCP], dpart[NCP];
