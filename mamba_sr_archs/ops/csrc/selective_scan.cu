@@ -62,6 +62,28 @@ __device__ __forceinline__ float f16_f(u16 x) { float f; asm("cvt.f32.f16 %0, %1
 __device__ __forceinline__ u16 f_bf16(float f) { u16 r; asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(f)); return r; }
 __device__ __forceinline__ u16 f_f16(float f) { u16 r; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r) : "f"(f)); return r; }
 
+// The two 2-byte elements of kind KIND (1 bf16, 2 fp16) in a 32-bit word, low half first, as floats.
+template <int KIND> __device__ __forceinline__ float2 word_f2(unsigned w) {
+    const u16 lo = u16(w & 0xffffu), hi = u16(w >> 16);
+    if constexpr (KIND == 1) return make_float2(bf16_f(lo), bf16_f(hi));
+    else return make_float2(f16_f(lo), f16_f(hi));
+}
+
+// 16 bytes of elements of kind KIND (0 fp32, 1 bf16, 2 fp16) as floats.
+template <int KIND> __device__ __forceinline__ void unpack16(uint4 v, float *f) {
+    const unsigned w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        if constexpr (KIND == 0) {
+            f[i] = __uint_as_float(w[i]);
+        } else {
+            const float2 e = word_f2<KIND>(w[i]);
+            f[2 * i] = e.x;
+            f[2 * i + 1] = e.y;
+        }
+    }
+}
+
 #if IN_KIND == 0
 typedef float in_t;
 __device__ __forceinline__ float ld_in(in_t x) { return x; }
@@ -218,10 +240,7 @@ template <int KIND, typename E> __device__ __forceinline__ float2 ld2(const E *p
     if constexpr (KIND == 0) {
         return *reinterpret_cast<const float2 *>(p);
     } else {
-        const unsigned w = *reinterpret_cast<const unsigned *>(p);
-        const u16 lo = u16(w & 0xffffu), hi = u16(w >> 16);
-        if constexpr (KIND == 1) return make_float2(bf16_f(lo), bf16_f(hi));
-        else return make_float2(f16_f(lo), f16_f(hi));
+        return word_f2<KIND>(*reinterpret_cast<const unsigned *>(p));
     }
 }
 
@@ -230,22 +249,7 @@ template <int KIND, typename E> __device__ __forceinline__ void rows_at(const E 
     constexpr int V = 16 / sizeof(E);
     static_assert(PG % V == 0, "BCD: whole 16-byte vectors per group");
 #pragma unroll
-    for (int q = 0; q < PG / V; ++q) {
-        const uint4 w = reinterpret_cast<const uint4 *>(p)[q];
-        const unsigned ws[4] = {w.x, w.y, w.z, w.w};
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            if constexpr (KIND == 0) {
-                f[q * V + i] = __uint_as_float(ws[i]);
-            } else if constexpr (KIND == 1) {
-                f[q * V + 2 * i] = __uint_as_float(ws[i] << 16);
-                f[q * V + 2 * i + 1] = __uint_as_float(ws[i] & 0xffff0000u);
-            } else {
-                f[q * V + 2 * i] = f16_f(u16(ws[i] & 0xffffu));
-                f[q * V + 2 * i + 1] = f16_f(u16(ws[i] >> 16));
-            }
-        }
-    }
+    for (int q = 0; q < PG / V; ++q) unpack16<KIND>(reinterpret_cast<const uint4 *>(p)[q], f + q * V);
 }
 #endif
 
@@ -1000,26 +1004,10 @@ constexpr int VEC = 16 / sizeof(in_t);      // steps per 16-byte vector of delta
 constexpr int BCV = 16 / sizeof(bc_t);      // of B, C
 static_assert(T % VEC == 0 && T % BCV == 0, "TP: vectors stay within a lane's steps");
 
-template <int KIND> __device__ __forceinline__ float half_f(u16 x) { return KIND == 1 ? bf16_f(x) : f16_f(x); }
-
 // A prefetch of the cache line holding *p into L2 (TP_GPF 1) or L1 (2): no register waits for it.
 __device__ __forceinline__ void prefetch_line(const void *p) {
     if (SS_TP_GPF == 1) asm volatile("prefetch.global.L2 [%0];\n" ::"l"(__cvta_generic_to_global(p)));
     if (SS_TP_GPF == 2) asm volatile("prefetch.global.L1 [%0];\n" ::"l"(__cvta_generic_to_global(p)));
-}
-
-// 16 bytes of elements of kind KIND (0 fp32, 1 bf16, 2 fp16) as floats.
-template <int KIND> __device__ __forceinline__ void unpack16(uint4 v, float *f) {
-    const unsigned w[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        if constexpr (KIND == 0) {
-            f[i] = __uint_as_float(w[i]);
-        } else {
-            f[2 * i] = half_f<KIND>(u16(w[i] & 0xffffu));
-            f[2 * i + 1] = half_f<KIND>(u16(w[i] >> 16));
-        }
-    }
 }
 
 // The 16 bytes of row p at the time steps t, t + 1, ... (16 / sizeof(E) of them), raw, in step order; zero past
