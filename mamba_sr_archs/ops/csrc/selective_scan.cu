@@ -126,6 +126,31 @@ __device__ __forceinline__ float softplus_f(float x) {
 
 __device__ __forceinline__ float sigmoid_f(float x) { return 1.f / (1.f + __expf(-x)); }
 
+// 2^x on the FMA and integer pipes instead of the special-function (MUFU) one, whose 16 results per clock and SM
+// bound the scans' state updates (one exp2 per state and step).  x = j + f with j = rint(x) (the 1.5 * 2^23
+// trick) and |f| <= 1/2; 2^f = 1 + f q(f), q a degree-4 fit for relative error (1.8e-7 at most in float, against
+// 2^-22 for MUFU ex2.approx; exact 1 at f = 0, so decays near 1 carry no bias); j is added to the exponent bits.
+// x is clamped to [-126, 126]: below, 2^-126 instead of a flush to zero.  12 instructions, no MUFU.
+__device__ __forceinline__ float exp2_fma(float x) {
+    constexpr float M = 12582912.f;
+    x = fminf(fmaxf(x, -126.f), 126.f);
+    const float t = __fadd_rn(x, M);
+    const float f = __fsub_rn(x, __fsub_rn(t, M));
+    float q = fmaf(0.00132647f, f, 0.00967151f);
+    q = fmaf(q, f, 0.05550734f);
+    q = fmaf(q, f, 0.24022242f);
+    q = fmaf(q, f, 0.69314698f);
+    const float p = fmaf(f, q, 1.f);
+    return __int_as_float(__float_as_int(p) + (__float_as_int(t) << 23));
+}
+
+// The i-th exponential of a step group (i known at compile time): SS_SWX of every 8 by exp2_fma, the rest by MUFU,
+// to balance the two pipes where MUFU is the bound.
+#ifndef SS_SWX
+#define SS_SWX 0
+#endif
+__device__ __forceinline__ float exp2_at(float x, int i) { return i % 8 < SS_SWX ? exp2_fma(x) : exp2f(x); }
+
 // Reduce-scatter over the lanes that differ in the bits M, M/2, ..., MLO (M a power of two): v[0..V) holds this
 // lane's partial sums; afterwards v[0 .. V >> rounds) holds whole sums of the block whose index is the lane's bits
 // M..MLO read from the top (block size V >> rounds).
@@ -156,18 +181,19 @@ __device__ __forceinline__ void scatter_round(float *v, int lane, int r) {
 
 // B and C rows of one chunk, as both kernels stage them.  Loads (one chunk ahead, into registers): element j of
 // this thread is state row0 + j * RS at memory position pos (zero past the end or past N); C only when
-// ``want_c``.  The registers keep the raw input type: converting at load time would make the thread wait for the
+// ``want_c`` (B only when ``want_b``).  The registers keep the raw input type: converting at load time would make the thread wait for the
 // load there, instead of after the current chunk's arithmetic.  Staging (after the barrier) converts them.
 #define NBC ((NPAD * T + NTHREADS - 1) / NTHREADS)   // B/C elements per thread in a chunk
 #define RS (NTHREADS / T)                            // rows a block stages per pass
 
 __device__ __forceinline__ void load_bc(bc_t *r_B, bc_t *r_C, const bc_t *p_B, const bc_t *p_C, long long s_Bn,
-                                        long long s_Cn, int row0, int pos, bool ok_t, int N, bool want_c) {
+                                        long long s_Cn, int row0, int pos, bool ok_t, int N, bool want_c,
+                                        bool want_b = true) {
 #pragma unroll
     for (int j = 0; j < NBC; ++j) {
         const int nn = row0 + j * RS;
         const bool ok = ok_t && nn < N;
-        r_B[j] = ok ? p_B[j * RS * s_Bn + pos] : bc_t(0);
+        r_B[j] = (want_b && ok) ? p_B[j * RS * s_Bn + pos] : bc_t(0);
         r_C[j] = (want_c && ok) ? p_C[j * RS * s_Cn + pos] : bc_t(0);
     }
 }
@@ -579,7 +605,7 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
                 if (!STORE_OUT && !SS_ASYNC) dsum += dd.x;  // the total decay: needed by the segment summaries only
 #pragma unroll
                 for (int k = 0; k < NS; ++k) {
-                    ea[j][k] = exp2f(dd.x * A2[k]);
+                    ea[j][k] = exp2_at(dd.x * A2[k], j * NS + k);
                     bu[j][k] *= dd.y;
                 }
             }
@@ -745,14 +771,14 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
     const in_t *p_g = dout + b * s_gb + dd0 * s_gd;
     const in_t *p_z = HAS_Z ? z + b * s_zb + dd0 * s_zd : nullptr;
     const bc_t *p_B = Bg + row0 * s_Bn, *p_C = Cg + row0 * s_Cn;
-    auto load = [&](int t0) {       // one chunk ahead, as in the forward
+    auto load = [&](int t0) {       // one chunk ahead, as in the forward; pass 1 reads neither u nor B
         const bool ok_t = t0 + tt0 < L;
         const int pos = POS(t0 + tt0);
         load_rows(r_dt, p_dt, s_td, row0, d0, dpg, pos, ok_t, true);
-        load_rows(r_u, p_u, s_ud, row0, d0, dpg, pos, ok_t, true);
+        load_rows(r_u, p_u, s_ud, row0, d0, dpg, pos, ok_t, mode != 1);
         load_rows(r_g, p_g, s_gd, row0, d0, dpg, pos, ok_t, true);
         load_rows(r_z, p_z, s_zd, row0, d0, dpg, pos, ok_t, HAS_Z);
-        load_bc(r_B, r_C, p_B, p_C, s_Bn, s_Cn, row0, pos, ok_t, N, true);
+        load_bc(r_B, r_C, p_B, p_C, s_Bn, s_Cn, row0, pos, ok_t, N, true, mode != 1);
     };
     load(c_hi * T);
     for (int ci = c_hi; ci >= c_lo; --ci) {
@@ -781,18 +807,19 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
         __syncthreads();
         if (ci > c_lo) load(t0 - T);
 
-        // 1. States of the chunk from its checkpoint (and y when z gates the output).  Pass 1 needs only dy.
+        // 1. States of the chunk from its checkpoint (and y when z gates the output, for dz).  Pass 1 needs
+        // neither: only dy, which with z is dout z sigmoid(z), without the states.
         float hist[T][NS];
-        if (mode != 1 || HAS_Z) {
+#if HAS_Z
+        float y[T];
+#endif
+        if (mode != 1) {
             float hc[NS];
 #pragma unroll
             for (int k = 0; k < NS; ++k) {
                 const int n = s * NS + k;
                 hc[k] = (valid_d && n < N) ? ckpt[((b * dim + d) * n_chunks + ci) * N + n] : 0.f;
             }
-#if HAS_Z
-            float y[T];
-#endif
 #pragma unroll
             for (int tt = 0; tt < T; ++tt) {
                 const float2 dd = s_dtu[c][tt];
@@ -803,7 +830,7 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
 #endif
 #pragma unroll
                 for (int k = 0; k < NS; ++k) {
-                    hc[k] = fmaf(exp2f(dd.x * A2[k]), hc[k], dd.y * Bv[k]);
+                    hc[k] = fmaf(exp2_at(dd.x * A2[k], tt * NS + k), hc[k], dd.y * Bv[k]);
                     hist[tt][k] = hc[k];
 #if HAS_Z
                     acc = fmaf(Cv[k], hc[k], acc);
@@ -813,10 +840,12 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
                 y[SLOT(tt)] = acc;
 #endif
             }
-            // 2. dy (and dz) for this lane's PER positions, shared with the channel's lanes through s_g.
 #if HAS_Z
             reduce_scatter<T, TPC / 2, 1>(y, lane);
 #endif
+        }
+        // 2. dy (and dz) for this lane's PER positions, shared with the channel's lanes through s_g.
+        if (mode != 1 || HAS_Z) {
 #pragma unroll
             for (int i = 0; i < PER; ++i) {
                 const int tt = i * TPC + s, t = t0 + tt;
@@ -825,9 +854,10 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
 #if HAS_Z
                 const float zz = s_z[c][tt];
                 const float sz = sigmoid_f(zz);
-                const float yv = HAS_D ? fmaf(Dd, s_u[c][tt], y[i]) : y[i];
-                if (mode != 1 && valid_d && t < L)
+                if (mode != 1 && valid_d && t < L) {
+                    const float yv = HAS_D ? fmaf(Dd, s_u[c][tt], y[i]) : y[i];
                     dz[(b * dim + d) * (long long)L + POS(t)] = st_in(gv * yv * sz * (1.f + zz * (1.f - sz)));
+                }
                 dyv = gv * zz * sz;
 #endif
                 if (HAS_D && mode != 1) dD_acc = fmaf(dyv, s_u[c][tt], dD_acc);
@@ -846,7 +876,7 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
                 dsum += dtv;
 #pragma unroll
                 for (int k = 0; k < NS; ++k)
-                    dh[k] = fmaf(Cv[k], dyv, dh[k]) * exp2f(dtv * A2[k]);
+                    dh[k] = fmaf(Cv[k], dyv, dh[k]) * exp2_at(dtv * A2[k], tt * NS + k);
             }
             continue;
         }
@@ -874,7 +904,7 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
                     r = fmaf(w, A1[k], r);
                     bc[(j * NS + k) * 2 + 0] = dh[k] * dtu;
                     bc[(j * NS + k) * 2 + 1] = hv * dyv;
-                    dh[k] *= exp2f(dtv * A2[k]);
+                    dh[k] *= exp2_at(dtv * A2[k], tt * NS + k);
                 }
                 qr[2 * j] = q;
                 qr[2 * j + 1] = r;
@@ -1109,19 +1139,31 @@ __device__ __forceinline__ void tp_state_outputs(float h, const float *a, const 
     }
 }
 
-// The start state of each lane's steps from its steps' total decay P and end state H from a zero state: an
-// inclusive scan of (P, H) over the lanes, shifted by one lane; ``carry`` (the state before the window) goes to
-// lane 0 and becomes the state after the window's last step.
-__device__ __forceinline__ float tp_lane_start(float P, float H, float &carry, int lane) {
+// Inclusive scan over the lanes, from lane 0 up (UP) or from lane 31 down, of the pairs (P, H) = (total decay, end
+// state from a zero state) of each lane's steps, composed as (P, H) after (P', H') = (P P', H + P H'); ``carry``
+// (the state before the first lane's steps) is folded into the first lane's pair, which so becomes absorbing
+// (P = 0).  Every lane whose prefix is complete then has P = 0, and composing it with itself (what a shuffle from
+// out of range returns) leaves it unchanged: no predicated updates (they took as many moves again).  Returns the
+// true state after the lane's steps.
+template <bool UP> __device__ __forceinline__ float lane_scan(float P, float H, float carry, int lane) {
+    const bool first = UP ? lane == 0 : lane == 31;
+    H = first ? fmaf(P, carry, H) : H;
+    P = first ? 0.f : P;
 #pragma unroll
     for (int off = 1; off < 32; off *= 2) {
-        const float Pp = __shfl_up_sync(0xffffffffu, P, off), Hp = __shfl_up_sync(0xffffffffu, H, off);
-        if (lane >= off) {
-            H = fmaf(P, Hp, H);
-            P *= Pp;
-        }
+        const float Pp = UP ? __shfl_up_sync(0xffffffffu, P, off) : __shfl_down_sync(0xffffffffu, P, off);
+        const float Hp = UP ? __shfl_up_sync(0xffffffffu, H, off) : __shfl_down_sync(0xffffffffu, H, off);
+        H = fmaf(P, Hp, H);
+        P *= Pp;
     }
-    const float incl = fmaf(P, carry, H);        // the true state after the lane's last step
+    return H;
+}
+
+// The start state of each lane's steps from its steps' total decay P and end state H from a zero state (an
+// exclusive lane_scan); ``carry`` (the state before the window) goes to lane 0 and becomes the state after the
+// window's last step.
+__device__ __forceinline__ float tp_lane_start(float P, float H, float &carry, int lane) {
+    const float incl = lane_scan<true>(P, H, carry, lane);      // the true state after the lane's last step
     const float prev = __shfl_up_sync(0xffffffffu, incl, 1);
     const float h0 = lane == 0 ? carry : prev;
     carry = __shfl_sync(0xffffffffu, incl, 31);
@@ -1485,17 +1527,8 @@ ssm_bwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
             float Gz = 0.f;
 #pragma unroll
             for (int j = T - 1; j >= 0; --j) Gz = fmaf(cc[j], dyv[j], Gz) * a[j];
-            float P = exp2f(A2k * sum), H = Gz;
-#pragma unroll
-            for (int off = 1; off < 32; off *= 2) {
-                const float Pn = __shfl_down_sync(0xffffffffu, P, off), Hn = __shfl_down_sync(0xffffffffu, H, off);
-                if (lane + off < 32) {
-                    H = fmaf(P, Hn, H);
-                    P *= Pn;
-                }
-            }
             const float carry = s_carry[wp][k];
-            const float out = fmaf(P, carry, H);
+            const float out = lane_scan<false>(exp2f(A2k * sum), Gz, carry, lane);
             const float next = __shfl_down_sync(0xffffffffu, out, 1);
             float E = lane == 31 ? carry : next;
             if (lane == 0) s_carry[wp][k] = out;     // every lane has read the old carry before the shuffle above
