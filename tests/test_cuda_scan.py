@@ -114,7 +114,8 @@ def test_kernels_compile_with_nvrtc(shape, z, kind, softplus):
         if grad:
             builds += [('ssm_fwd', cs._defines(fc, u, B4, D, zz, bias, softplus, STORE_CKPT=1, STORE_OUT=0)),
                        ('ssm_bwd', cs._defines(c, u, B4, D, zz, bias, softplus, STORE_CKPT=0)),
-                       ('ssm_bwd', cs._defines(c, u, B4, D, zz, bias, softplus, True, STORE_CKPT=0))]
+                       ('ssm_bwd', cs._defines(c, u, B4, D, zz, bias, softplus, True, STORE_CKPT=0)),
+                       ('ssm_bwd', cs._defines(c, u, B4, D, zz, bias, softplus, STORE_CKPT=0, SUMMARY=1))]
         cs._CONFIG_OVERRIDE['TP'] = 1          # the time-parallel forward, wherever N allows it
         try:
             tp = cs.tp_config(c, batch, dim, dstate, 132, u.element_size())
@@ -250,8 +251,8 @@ def _kernel_params(name):
 
 
 class _FakeKernel:
-    def __init__(self, name):
-        self.name, self.func, self.nthreads = name, None, 0
+    def __init__(self, name, defines=None):
+        self.name, self.defines, self.func, self.nthreads = name, defines or {}, None, 0
 
 
 def _ctype_kind(a):
@@ -268,9 +269,10 @@ def test_launchers_pass_the_kernels_parameters(monkeypatch, batch, seqlen, segme
 
     def fake_run(plan, tensors, device):
         assert set(plan.slots) <= set(tensors) | {'seg_a', 'seg_b'}     # every pointer argument is given a tensor
-        calls.extend((launch.kernel.name, launch.grid, launch.args) for launch in plan.launches)
+        calls.extend((launch.kernel.name, launch.grid, launch.args, launch.kernel.defines)
+                     for launch in plan.launches)
 
-    monkeypatch.setattr(cs, '_kernel', lambda name, defines, device: _FakeKernel(name))
+    monkeypatch.setattr(cs, '_kernel', lambda name, defines, device: _FakeKernel(name, defines))
     monkeypatch.setattr(cs._Plan, 'run', fake_run)
     monkeypatch.setattr(cs, '_PLANS', threading.local())        # no plans with fake kernels left for later tests
     monkeypatch.setitem(cs._CONFIG_OVERRIDE, 'SEGMENTS', segments)
@@ -286,12 +288,17 @@ def test_launchers_pass_the_kernels_parameters(monkeypatch, batch, seqlen, segme
     assert [tuple(g.shape) for g in grads] == [u.shape, u.shape, A.shape, B4.shape, B4.shape, D.shape, z.shape,
                                                bias.shape]
     n_launches = {}
-    for name, grid, args in calls:
+    for name, grid, args, _ in calls:
         assert [_ctype_kind(a) for a in args] == _kernel_params(name)
         assert grid[2] == segments
         n_launches[name] = n_launches.get(name, 0) + 1
     fwd, bwd = ('ssm_fwd_tp', 'ssm_bwd_tp') if tp else ('ssm_fwd', 'ssm_bwd')
     assert n_launches == ({fwd: 1, bwd: 1} if segments == 1 else {fwd: 2, bwd: 2})
+    if segments > 1:
+        # Pass 1 of each split runs a build of its own (summaries only), passed mode 1; pass 2 the full one, mode 2.
+        (_, _, fa1, fd1), (_, _, fa2, fd2), (_, _, ba1, bd1), (_, _, ba2, bd2) = calls
+        assert (fd1['STORE_OUT'], fd2['STORE_OUT'], fa1[-1].value, fa2[-1].value) == (0, 1, 1, 2)
+        assert (bd1.get('SUMMARY'), bd2.get('SUMMARY', 0), ba1[-1].value, ba2[-1].value) == (1, 0, 1, 2)
 
 
 @pytest.mark.gpu

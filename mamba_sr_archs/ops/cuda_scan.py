@@ -400,15 +400,6 @@ def _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, reverse=False, **extr
     return defines
 
 
-# Exponentials per 8 that the lane kernels compute on the FMA pipe instead of MUFU (exp2_fma in the .cu): SWX in
-# the forward that writes outputs, SWX1 in the split forward's segment summaries, BSWX in the backward.
-_SWX_DEFAULT = {'SWX': 0, 'SWX1': 0, 'BSWX': 0}
-
-
-def _swx(key):
-    return int(_CONFIG_OVERRIDE.get(key, _SWX_DEFAULT[key]))
-
-
 def _strides(*tensors_dims):
     return [ctypes.c_longlong(t.stride(i) if t is not None else 0) for t, dims in tensors_dims for i in dims]
 
@@ -571,8 +562,8 @@ def _fwd_plan(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt,
     bcd = int(use_async and int(_CONFIG_OVERRIDE.get('BCD', 1)) == 1
               and cfg['PG'] % (16 // B4.element_size()) == 0)
     kern = _kernel('ssm_fwd', _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, reverse, ASYNC=use_async,
-                                       DEFER=defer, BCD=bcd, STORE_CKPT=bool(store_ckpt), STORE_OUT=int(store_out),
-                                       SWX=_swx('SWX')), dev)
+                                       DEFER=defer, BCD=bcd, STORE_CKPT=bool(store_ckpt), STORE_OUT=int(store_out)),
+                   dev)
     n_seg = _segments(cfg, batch, groups, seqlen, sm, grad=bool(store_ckpt))
     tail = [ctypes.c_int(v) for v in (dim, seqlen, dstate, dim // groups, cfg['n_dblk'], n_chunks)]
     if n_seg == 1:
@@ -587,7 +578,7 @@ def _fwd_plan(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt,
     # Pass 1: segment summaries (no outputs, no checkpoints; STORE_OUT 0 is what sums delta for the segment's
     # decay); pass 2: outputs from the true start states.
     summary = _kernel('ssm_fwd', _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, reverse, ASYNC=use_async,
-                                          BCD=bcd, STORE_CKPT=0, STORE_OUT=0, SWX=_swx('SWX1')), dev)
+                                          BCD=bcd, STORE_CKPT=0, STORE_OUT=0), dev)
     plan.launches += [_Launch(summary, grid, args + [ctypes.c_int(1)]), _Launch(kern, grid, args + [ctypes.c_int(2)])]
     return plan
 
@@ -641,8 +632,7 @@ def _bwd_plan(dout, u, delta_in, A32, B4, C4, D32, z_in, bias32, delta_softplus,
         plan.launches.append(_Launch(kern, tp['grid'], args + [ctypes.c_int(v) for v in (
             dim, seqlen, dstate, dim // groups, tp['n_dblk'], n_chunks, groups, vec)] + strides))
         return plan
-    kern = _kernel('ssm_bwd', _defines(cfg, u, B4, D32, z_in, bias32, delta_softplus, SWX=_swx('BSWX'), **defines),
-                   dev)
+    kern = _kernel('ssm_bwd', _defines(cfg, u, B4, D32, z_in, bias32, delta_softplus, **defines), dev)
     args += [ctypes.c_int(v) for v in (dim, seqlen, dstate, dim // groups, cfg['n_dblk'], n_chunks, groups,
                                        int(atomic))]
     args += strides
@@ -656,7 +646,8 @@ def _bwd_plan(dout, u, delta_in, A32, B4, C4, D32, z_in, bias32, delta_softplus,
     seg_len, grid, n_seg = _segment_plan(cfg, n_seg, seqlen)
     plan.meta['n_seg_floats'] = 2 * batch * n_seg * dim * dstate       # seg_carry, seg_decay
     extra = [sl('seg_a'), sl('seg_b'), ctypes.c_int(seg_len)]
-    plan.launches += [_Launch(kern, grid, args + extra + [ctypes.c_int(1)]),
+    summary = _kernel('ssm_bwd', _defines(cfg, u, B4, D32, z_in, bias32, delta_softplus, SUMMARY=1, **defines), dev)
+    plan.launches += [_Launch(summary, grid, args + extra + [ctypes.c_int(1)]),
                       _Launch(kern, grid, args + extra + [ctypes.c_int(2)])]
     return plan
 

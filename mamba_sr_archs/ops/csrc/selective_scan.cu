@@ -20,7 +20,8 @@
 // rows, 16 bytes at a time, instead of from (B, C) float pairs staged per step), REVERSE (scan the sequence from
 // its end: time step t reads and writes memory position L - 1 - t, so a reversed direction needs no flipped
 // copies), IN_KIND and BC_KIND (0 fp32, 1 bf16, 2 fp16).  The time-parallel kernels (end of the file) also take
-// TP_MINB, TP_PF, TP_GPF, TP_BU.
+// TP_MINB, TP_PF, TP_GPF, TP_BU.  SUMMARY (ssm_bwd): the build that computes a split sequence's segment summaries
+// (pass 1) only.
 constexpr int NS = SS_NS, TPC = SS_TPC, DB = SS_DB, T = SS_T, RG = SS_RG;
 #define HAS_D SS_HAS_D
 #define HAS_Z SS_HAS_Z
@@ -37,6 +38,9 @@ constexpr int NS = SS_NS, TPC = SS_TPC, DB = SS_DB, T = SS_T, RG = SS_RG;
 #endif
 #ifndef SS_ASYNC
 #define SS_ASYNC 0
+#endif
+#ifndef SS_SUMMARY
+#define SS_SUMMARY 0
 #endif
 #ifndef SS_DEFER
 #define SS_DEFER 0
@@ -126,31 +130,6 @@ __device__ __forceinline__ float softplus_f(float x) {
 
 __device__ __forceinline__ float sigmoid_f(float x) { return 1.f / (1.f + __expf(-x)); }
 
-// 2^x on the FMA and integer pipes instead of the special-function (MUFU) one, whose 16 results per clock and SM
-// bound the scans' state updates (one exp2 per state and step).  x = j + f with j = rint(x) (the 1.5 * 2^23
-// trick) and |f| <= 1/2; 2^f = 1 + f q(f), q a degree-4 fit for relative error (1.8e-7 at most in float, against
-// 2^-22 for MUFU ex2.approx; exact 1 at f = 0, so decays near 1 carry no bias); j is added to the exponent bits.
-// x is clamped to [-126, 126]: below, 2^-126 instead of a flush to zero.  12 instructions, no MUFU.
-__device__ __forceinline__ float exp2_fma(float x) {
-    constexpr float M = 12582912.f;
-    x = fminf(fmaxf(x, -126.f), 126.f);
-    const float t = __fadd_rn(x, M);
-    const float f = __fsub_rn(x, __fsub_rn(t, M));
-    float q = fmaf(0.00132647f, f, 0.00967151f);
-    q = fmaf(q, f, 0.05550734f);
-    q = fmaf(q, f, 0.24022242f);
-    q = fmaf(q, f, 0.69314698f);
-    const float p = fmaf(f, q, 1.f);
-    return __int_as_float(__float_as_int(p) + (__float_as_int(t) << 23));
-}
-
-// The i-th exponential of a step group (i known at compile time): SS_SWX of every 8 by exp2_fma, the rest by MUFU,
-// to balance the two pipes where MUFU is the bound.
-#ifndef SS_SWX
-#define SS_SWX 0
-#endif
-__device__ __forceinline__ float exp2_at(float x, int i) { return i % 8 < SS_SWX ? exp2_fma(x) : exp2f(x); }
-
 // Reduce-scatter over the lanes that differ in the bits M, M/2, ..., MLO (M a power of two): v[0..V) holds this
 // lane's partial sums; afterwards v[0 .. V >> rounds) holds whole sums of the block whose index is the lane's bits
 // M..MLO read from the top (block size V >> rounds).
@@ -181,8 +160,9 @@ __device__ __forceinline__ void scatter_round(float *v, int lane, int r) {
 
 // B and C rows of one chunk, as both kernels stage them.  Loads (one chunk ahead, into registers): element j of
 // this thread is state row0 + j * RS at memory position pos (zero past the end or past N); C only when
-// ``want_c`` (B only when ``want_b``).  The registers keep the raw input type: converting at load time would make the thread wait for the
-// load there, instead of after the current chunk's arithmetic.  Staging (after the barrier) converts them.
+// ``want_c`` (B only when ``want_b``).  The registers keep the raw input type: converting at load time would make
+// the thread wait for the load there, instead of after the current chunk's arithmetic.  Staging (after the barrier)
+// converts them.
 #define NBC ((NPAD * T + NTHREADS - 1) / NTHREADS)   // B/C elements per thread in a chunk
 #define RS (NTHREADS / T)                            // rows a block stages per pass
 
@@ -489,7 +469,7 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
         const bool ok_t = t0 + tt0 < t_end;
         const int pos = POS(t0 + tt0);
         load_rows(r_dt, p_dt, s_td, row0, d0, dpg, pos, ok_t, true);
-        load_rows(r_u, p_u, s_ud, row0, d0, dpg, pos, ok_t, true);
+        load_rows(r_u, p_u, s_ud, row0, d0, dpg, pos, ok_t, !SS_SUMMARY);
         load_rows(r_z, p_z, s_zd, row0, d0, dpg, pos, ok_t, HAS_Z && STORE_OUT);
         load_bc(r_B, r_C, p_B, p_C, s_Bn, s_Cn, row0, pos, ok_t, N, STORE_OUT);
     };
@@ -605,7 +585,7 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
                 if (!STORE_OUT && !SS_ASYNC) dsum += dd.x;  // the total decay: needed by the segment summaries only
 #pragma unroll
                 for (int k = 0; k < NS; ++k) {
-                    ea[j][k] = exp2_at(dd.x * A2[k], j * NS + k);
+                    ea[j][k] = exp2f(dd.x * A2[k]);
                     bu[j][k] *= dd.y;
                 }
             }
@@ -717,12 +697,14 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
         long long s_ub, long long s_ud, long long s_tb, long long s_td, long long s_Ad, long long s_An,
         long long s_Bb, long long s_Bg, long long s_Bn, long long s_Cb, long long s_Cg, long long s_Cn,
         long long s_zb, long long s_zd, long long s_gb, long long s_gd,
-        float *__restrict__ seg_carry, float *__restrict__ seg_decay, int seg_len, int mode) {
+        float *__restrict__ seg_carry, float *__restrict__ seg_decay, int seg_len, int mode_in) {
     // blockIdx: x = group * n_dblk + channel block, y = batch, z = segment s, steps [s * seg_len, (s+1) * seg_len)
-    // (seg_len a multiple of T).  mode 0: one segment.  mode 1 (pass 1 of a split sequence): each segment from a
-    // zero incoming dh, storing only the dh it passes to the step before it and its total decay per (b, s) into
-    // seg_carry / seg_decay.  mode 2: each segment from its true incoming dh, folded from the pass-1 summaries of
-    // the segments after it, writing all gradients.
+    // (seg_len a multiple of T).  mode 0: one segment.  mode 1 (pass 1 of a split sequence, the SUMMARY build):
+    // each segment from a zero incoming dh, storing only the dh it passes to the step before it and its total
+    // decay per (b, s) into seg_carry / seg_decay.  mode 2: each segment from its true incoming dh, folded from the
+    // pass-1 summaries of the segments after it, writing all gradients.  (Pass 1 is a build of its own, so that
+    // neither build carries the other's code: registers, spills.)
+    const int mode = SS_SUMMARY ? 1 : mode_in;
     __shared__ __align__(16) float2 s_dtu[DB][TP];      // (delta, delta * u)
     __shared__ __align__(16) float s_BC[T][BCP];
     __shared__ float s_u[DB][TP], s_g[DB][TP], s_sg[DB][TP], s_q[DB][TP], s_r[DB][TP];
@@ -775,10 +757,10 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
         const bool ok_t = t0 + tt0 < L;
         const int pos = POS(t0 + tt0);
         load_rows(r_dt, p_dt, s_td, row0, d0, dpg, pos, ok_t, true);
-        load_rows(r_u, p_u, s_ud, row0, d0, dpg, pos, ok_t, mode != 1);
+        load_rows(r_u, p_u, s_ud, row0, d0, dpg, pos, ok_t, !SS_SUMMARY);
         load_rows(r_g, p_g, s_gd, row0, d0, dpg, pos, ok_t, true);
         load_rows(r_z, p_z, s_zd, row0, d0, dpg, pos, ok_t, HAS_Z);
-        load_bc(r_B, r_C, p_B, p_C, s_Bn, s_Cn, row0, pos, ok_t, N, true, mode != 1);
+        load_bc(r_B, r_C, p_B, p_C, s_Bn, s_Cn, row0, pos, ok_t, N, true, !SS_SUMMARY);
     };
     load(c_hi * T);
     for (int ci = c_hi; ci >= c_lo; --ci) {
@@ -808,11 +790,8 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
         if (ci > c_lo) load(t0 - T);
 
         // 1. States of the chunk from its checkpoint (and y when z gates the output, for dz).  Pass 1 needs
-        // neither: only dy, which with z is dout z sigmoid(z), without the states.
+        // neither: only dy (below).
         float hist[T][NS];
-#if HAS_Z
-        float y[T];
-#endif
         if (mode != 1) {
             float hc[NS];
 #pragma unroll
@@ -820,6 +799,9 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
                 const int n = s * NS + k;
                 hc[k] = (valid_d && n < N) ? ckpt[((b * dim + d) * n_chunks + ci) * N + n] : 0.f;
             }
+#if HAS_Z
+            float y[T];
+#endif
 #pragma unroll
             for (int tt = 0; tt < T; ++tt) {
                 const float2 dd = s_dtu[c][tt];
@@ -830,7 +812,7 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
 #endif
 #pragma unroll
                 for (int k = 0; k < NS; ++k) {
-                    hc[k] = fmaf(exp2_at(dd.x * A2[k], tt * NS + k), hc[k], dd.y * Bv[k]);
+                    hc[k] = fmaf(exp2f(dd.x * A2[k]), hc[k], dd.y * Bv[k]);
                     hist[tt][k] = hc[k];
 #if HAS_Z
                     acc = fmaf(Cv[k], hc[k], acc);
@@ -840,12 +822,10 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
                 y[SLOT(tt)] = acc;
 #endif
             }
+            // 2. dy (and dz) for this lane's PER positions, shared with the channel's lanes through s_g.
 #if HAS_Z
             reduce_scatter<T, TPC / 2, 1>(y, lane);
 #endif
-        }
-        // 2. dy (and dz) for this lane's PER positions, shared with the channel's lanes through s_g.
-        if (mode != 1 || HAS_Z) {
 #pragma unroll
             for (int i = 0; i < PER; ++i) {
                 const int tt = i * TPC + s, t = t0 + tt;
@@ -854,17 +834,27 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
 #if HAS_Z
                 const float zz = s_z[c][tt];
                 const float sz = sigmoid_f(zz);
-                if (mode != 1 && valid_d && t < L) {
-                    const float yv = HAS_D ? fmaf(Dd, s_u[c][tt], y[i]) : y[i];
+                const float yv = HAS_D ? fmaf(Dd, s_u[c][tt], y[i]) : y[i];
+                if (valid_d && t < L)
                     dz[(b * dim + d) * (long long)L + POS(t)] = st_in(gv * yv * sz * (1.f + zz * (1.f - sz)));
-                }
                 dyv = gv * zz * sz;
 #endif
-                if (HAS_D && mode != 1) dD_acc = fmaf(dyv, s_u[c][tt], dD_acc);
+                if (HAS_D) dD_acc = fmaf(dyv, s_u[c][tt], dD_acc);
                 s_g[c][tt] = dyv;
             }
             __syncwarp();
         }
+#if HAS_Z
+        else {          // pass 1: dy = dout z sigmoid(z), without the states
+#pragma unroll
+            for (int i = 0; i < PER; ++i) {
+                const int tt = i * TPC + s;
+                const float zz = s_z[c][tt];
+                s_g[c][tt] *= zz * sigmoid_f(zz);
+            }
+            __syncwarp();
+        }
+#endif
 
         if (mode == 1) {
             // Pass 1: only the reverse recurrence of dh and the segment's total decay.
@@ -876,7 +866,7 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
                 dsum += dtv;
 #pragma unroll
                 for (int k = 0; k < NS; ++k)
-                    dh[k] = fmaf(Cv[k], dyv, dh[k]) * exp2_at(dtv * A2[k], tt * NS + k);
+                    dh[k] = fmaf(Cv[k], dyv, dh[k]) * exp2f(dtv * A2[k]);
             }
             continue;
         }
@@ -904,7 +894,7 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
                     r = fmaf(w, A1[k], r);
                     bc[(j * NS + k) * 2 + 0] = dh[k] * dtu;
                     bc[(j * NS + k) * 2 + 1] = hv * dyv;
-                    dh[k] *= exp2_at(dtv * A2[k], tt * NS + k);
+                    dh[k] *= exp2f(dtv * A2[k]);
                 }
                 qr[2 * j] = q;
                 qr[2 * j + 1] = r;
