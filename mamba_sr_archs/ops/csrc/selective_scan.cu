@@ -469,7 +469,7 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
         const bool ok_t = t0 + tt0 < t_end;
         const int pos = POS(t0 + tt0);
         load_rows(r_dt, p_dt, s_td, row0, d0, dpg, pos, ok_t, true);
-        load_rows(r_u, p_u, s_ud, row0, d0, dpg, pos, ok_t, !SS_SUMMARY);
+        load_rows(r_u, p_u, s_ud, row0, d0, dpg, pos, ok_t, true);
         load_rows(r_z, p_z, s_zd, row0, d0, dpg, pos, ok_t, HAS_Z && STORE_OUT);
         load_bc(r_B, r_C, p_B, p_C, s_Bn, s_Cn, row0, pos, ok_t, N, STORE_OUT);
     };
