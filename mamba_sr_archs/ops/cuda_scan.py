@@ -641,7 +641,8 @@ def _bwd_plan(dout, u, delta_in, A32, B4, C4, D32, z_in, bias32, delta_softplus,
         plan.launches.append(_Launch(kern, cfg['grid'], args + [sl('seg_a'), sl('seg_b'),
                                                                 ctypes.c_int(n_chunks * cfg['T']), ctypes.c_int(0)]))
         return plan
-    # Pass 1: per segment, the dh it hands to the segment before it (from a zero incoming dh) and its decay;
+    # Pass 1: per segment, the dh it hands to the segment before it (from a zero incoming dh) and its decay, by a
+    # build of its own (SUMMARY: no states, no u/B loads; L65536 f+b 2.00 -> 1.69 ms in bf16, cuda_scan_run81);
     # pass 2: every segment from its true incoming dh, writing the gradients.
     seg_len, grid, n_seg = _segment_plan(cfg, n_seg, seqlen)
     plan.meta['n_seg_floats'] = 2 * batch * n_seg * dim * dstate       # seg_carry, seg_decay

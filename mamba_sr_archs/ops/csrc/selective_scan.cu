@@ -734,9 +734,11 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
         A2[k] = A1[k] * LOG2E;
         dh[k] = 0.f;
         dA_acc[k] = 0.f;
-        if (mode == 2 && valid_d && n < N)
-            for (int j = n_seg - 1; j > seg; --j)
+        if (mode == 2 && valid_d && n < N) {
+#pragma unroll 8
+            for (int j = n_seg - 1; j > seg; --j)        // (unrolled: the loads of 8 segments in flight at once)
                 dh[k] = fmaf(seg_decay[seg_row + n + j * seg_stride], dh[k], seg_carry[seg_row + n + j * seg_stride]);
+        }
     }
     const float Dd = HAS_D ? Dv[d] : 0.f;
     float dD_acc = 0.f, dbias_acc = 0.f;
