@@ -134,7 +134,8 @@ def test_kernels_compile_with_nvrtc(shape, z, kind, softplus):
 
 
 @pytest.mark.parametrize('name,over,kind', [('ssm_fwd_tp', {'TP_PF': 1}, 0), ('ssm_fwd_tp', {'TP_PF': 2}, 1),
-                                              ('ssm_fwd_tp', {'TP_GPF': 2}, 1),
+                                              ('ssm_fwd_tp', {'TP_GPF': 2}, 1), ('ssm_fwd_tp', {'TP_ABSORB': 1}, 0),
+                                              ('ssm_bwd_tp', {'TP_ABSORB': 0}, 1),
                                               ('ssm_bwd_tp', {'TP_BU': 1}, 0), ('ssm_bwd_tp', {'TP_BU': 8}, 1)])
 def test_time_parallel_variants_compile(name, over, kind):
     """The time-parallel kernels' non-default variants (prefetching one input kind; other unrollings of the
@@ -156,12 +157,14 @@ def test_time_parallel_variants_compile(name, over, kind):
 
 def test_time_parallel_configuration():
     """Time-parallel kernels for N <= 8 with at least 4 warps per SM; the forward loads the next window into
-    registers for 2-byte inputs (TP_PF bits: 1 B/C, 2 delta/u) and prefetches it into L2 for fp32 (TP_GPF); an
-    override wins."""
+    registers for 2-byte inputs (TP_PF bits: 1 B/C, 2 delta/u) and prefetches it into L2 for fp32 (TP_GPF); the
+    scan over the lanes runs without predication for 2-byte inputs (TP_ABSORB); an override wins."""
     c = cs.launch_config(16, 96, 1, 8, 4096, grad=True)
-    for in_bytes, pf, gpf in ((2, 3, 0), (4, 0, 1)):
+    for in_bytes, pf, gpf, absorb in ((2, 3, 0, 1), (4, 0, 1, 0)):
         tp = cs.tp_config(c, 16, 96, 8, 132, in_bytes)
-        assert (tp['TP_PF'], tp['TP_GPF']) == (pf, gpf)
+        assert (tp['TP_PF'], tp['TP_GPF'], tp['TP_ABSORB']) == (pf, gpf, absorb)
+        assert cs._defines(tp, torch.empty(1, 96, 8, device='meta', dtype={2: torch.bfloat16, 4: torch.float32}[
+            in_bytes]), torch.empty(1, 1, 8, 8, device='meta'), None, None, None, True)['TP_ABSORB'] == absorb
     assert cs.tp_config(c, 1, 96, 8, 132, 2) is None                      # 96 warps: the lane kernels
     assert cs.tp_config(cs.launch_config(16, 96, 1, 16, 4096), 16, 96, 16, 132, 2) is None     # N = 16
     cs._CONFIG_OVERRIDE['TP_PF'] = 2

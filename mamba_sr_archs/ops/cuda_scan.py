@@ -331,7 +331,8 @@ def tp_config(cfg, batch, dim, dstate, sm_count, in_bytes=4):
     registers for), ``TP_PF`` (the forward loads the next window's B/C, bit 1, and delta/u, bit 2, while it computes
     this one: both by default for 2-byte inputs, neither in fp32, where the registers they take spill;
     cuda_scan_run50, run53), ``TP_GPF`` (the forward prefetches the next window into L2, 1, or L1, 2: 1 by default in
-    fp32), ``TP_BU`` (unroll the backward's state loop this many times).
+    fp32), ``TP_BU`` (unroll the backward's state loop this many times), ``TP_ABSORB`` (the scan over the lanes
+    without predication: 1 by default for 2-byte inputs).
     """
     force = _CONFIG_OVERRIDE.get('TP')
     npad = _next_pow2(dstate)
@@ -345,9 +346,11 @@ def tp_config(cfg, batch, dim, dstate, sm_count, in_bytes=4):
     n_dblk = -(-(dim // groups) // db)
     # fp32 (no register prefetch: it spills there) prefetches the next window into L2 instead: MambaIRv2-light's
     # batch-16 forward 0.066 vs 0.072 ms; with 2-byte inputs it is slower (0.053 vs 0.052; cuda_scan_run75).
+    # TP_ABSORB (the scan over the lanes without predication, carry folded into the first lane): 2-byte inputs only,
+    # 0.049 vs 0.051-0.052 ms; in fp32, where it spills 8 bytes more, 0.067 vs 0.066 (cuda_scan_run88).
     cfg = dict(NS=npad, TPC=1, DB=db, T=t, CK=cfg['T'], RG=1, PG=1, n_dblk=n_dblk, grid=(groups * n_dblk, batch, 1),
-               TP_PF=3 if in_bytes < 4 else 0, TP_GPF=0 if in_bytes < 4 else 1)
-    for key in ('TP_MINB', 'TP_PF', 'TP_BU', 'TP_GPF'):
+               TP_PF=3 if in_bytes < 4 else 0, TP_GPF=0 if in_bytes < 4 else 1, TP_ABSORB=int(in_bytes < 4))
+    for key in ('TP_MINB', 'TP_PF', 'TP_BU', 'TP_GPF', 'TP_ABSORB'):
         if key in _CONFIG_OVERRIDE:
             cfg[key] = int(_CONFIG_OVERRIDE[key])
     return cfg
@@ -395,7 +398,7 @@ def _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, reverse=False, **extr
                    BWD_MINB=int(_CONFIG_OVERRIDE.get('BWD_MINB', 1)), HAS_D=D is not None,
                    HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
                    IN_KIND=_KINDS[u.dtype], BC_KIND=_KINDS[B4.dtype], REVERSE=bool(reverse), STORE_OUT=1)
-    defines.update((k, cfg[k]) for k in ('TP_MINB', 'TP_PF', 'TP_BU', 'TP_GPF') if k in cfg)
+    defines.update((k, cfg[k]) for k in ('TP_MINB', 'TP_PF', 'TP_BU', 'TP_GPF', 'TP_ABSORB') if k in cfg)
     defines.update(extra)
     return defines
 
@@ -613,7 +616,7 @@ def _bwd_plan(dout, u, delta_in, A32, B4, C4, D32, z_in, bias32, delta_softplus,
     dev = u.device
     n_chunks = ckpt.shape[2]
     assert n_chunks == -(-seqlen // cfg['T']), 'chunk length changed between forward and backward'
-    tp = tp_config(cfg, batch, dim, dstate, sm)
+    tp = tp_config(cfg, batch, dim, dstate, sm, u.element_size())
     plan = _Plan()
     # The lane kernel adds into dB/dC (atomics) when several blocks share a group's channels; the time-parallel one
     # always adds (its windows' sums), so they start from zero.

@@ -1137,18 +1137,26 @@ __device__ __forceinline__ void tp_state_outputs(float h, const float *a, const 
 // (P = 0).  Every lane whose prefix is complete then has P = 0, and composing it with itself (what a shuffle from
 // out of range returns) leaves it unchanged: no predicated updates (they took as many moves again).  Returns the
 // true state after the lane's steps.
+// TP_ABSORB 0: the plain scan instead, with predicated updates and the carry applied after it.
+#ifndef SS_TP_ABSORB
+#define SS_TP_ABSORB 1
+#endif
 template <bool UP> __device__ __forceinline__ float lane_scan(float P, float H, float carry, int lane) {
     const bool first = UP ? lane == 0 : lane == 31;
-    H = first ? fmaf(P, carry, H) : H;
-    P = first ? 0.f : P;
+    if (SS_TP_ABSORB) {
+        H = first ? fmaf(P, carry, H) : H;
+        P = first ? 0.f : P;
+    }
 #pragma unroll
     for (int off = 1; off < 32; off *= 2) {
         const float Pp = UP ? __shfl_up_sync(0xffffffffu, P, off) : __shfl_down_sync(0xffffffffu, P, off);
         const float Hp = UP ? __shfl_up_sync(0xffffffffu, H, off) : __shfl_down_sync(0xffffffffu, H, off);
-        H = fmaf(P, Hp, H);
-        P *= Pp;
+        if (SS_TP_ABSORB || (UP ? lane >= off : lane + off < 32)) {
+            H = fmaf(P, Hp, H);
+            P *= Pp;
+        }
     }
-    return H;
+    return SS_TP_ABSORB ? H : fmaf(P, carry, H);
 }
 
 // The start state of each lane's steps from its steps' total decay P and end state H from a zero state (an
