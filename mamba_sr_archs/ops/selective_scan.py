@@ -44,7 +44,7 @@ __all__ = ['selective_scan', 'selective_scan_ref', 'selective_scan_torch', 'avai
 
 ENV_VAR = 'MAMBA_SR_SCAN_BACKEND'
 # Also the automatic priority order on CUDA: our NVRTC kernels first (faster than mamba_ssm's compiled kernel at the
-# networks' shapes on an H100, N = 8 included: GPU time of forward+backward 1.5x, docs/benchmarks.md), then
+# networks' shapes on an H100, N = 8 included: GPU time of forward+backward 1.7x, docs/benchmarks.md), then
 # mamba_ssm, then Triton.
 BACKENDS = ('cuda', 'mamba_ssm', 'triton', 'torch', 'ref')
 _GPU_BACKENDS = ('cuda', 'mamba_ssm', 'triton')
