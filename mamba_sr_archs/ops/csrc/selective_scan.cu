@@ -20,8 +20,8 @@
 // rows, 16 bytes at a time, instead of from (B, C) float pairs staged per step), REVERSE (scan the sequence from
 // its end: time step t reads and writes memory position L - 1 - t, so a reversed direction needs no flipped
 // copies), IN_KIND and BC_KIND (0 fp32, 1 bf16, 2 fp16).  The time-parallel kernels (end of the file) also take
-// TP_MINB, TP_PF, TP_GPF, TP_BU.  SUMMARY (ssm_bwd): the build that computes a split sequence's segment summaries
-// (pass 1) only.
+// TP_MINB, TP_PF, TP_GPF, TP_BU, TP_ABSORB.  SUMMARY (ssm_bwd): the build that computes a split sequence's segment
+// summaries (pass 1) only.
 constexpr int NS = SS_NS, TPC = SS_TPC, DB = SS_DB, T = SS_T, RG = SS_RG;
 #define HAS_D SS_HAS_D
 #define HAS_Z SS_HAS_Z
