@@ -318,6 +318,11 @@ def _segments(cfg, batch, groups, seqlen, sm_count, grad):
 _TP_MIN_WARPS = 4
 
 
+# The time-parallel kernels' own compile-time settings: keys of tp_config's result (and of _CONFIG_OVERRIDE) that
+# _defines passes on as -DSS_<key>.
+_TP_DEFINES = ('TP_MINB', 'TP_PF', 'TP_BU', 'TP_GPF', 'TP_ABSORB')
+
+
 def tp_config(cfg, batch, dim, dstate, sm_count, in_bytes=4):
     """Launch configuration of the time-parallel kernels (ssm_fwd_tp, ssm_bwd_tp) for this call, or None when the
     lane kernels run.
@@ -350,7 +355,7 @@ def tp_config(cfg, batch, dim, dstate, sm_count, in_bytes=4):
     # 0.049 vs 0.051-0.052 ms; in fp32, where it spills 8 bytes more, 0.067 vs 0.066 (cuda_scan_run88).
     cfg = dict(NS=npad, TPC=1, DB=db, T=t, CK=cfg['T'], RG=1, PG=1, n_dblk=n_dblk, grid=(groups * n_dblk, batch, 1),
                TP_PF=3 if in_bytes < 4 else 0, TP_GPF=0 if in_bytes < 4 else 1, TP_ABSORB=int(in_bytes < 4))
-    for key in ('TP_MINB', 'TP_PF', 'TP_BU', 'TP_GPF', 'TP_ABSORB'):
+    for key in _TP_DEFINES:
         if key in _CONFIG_OVERRIDE:
             cfg[key] = int(_CONFIG_OVERRIDE[key])
     return cfg
@@ -398,7 +403,7 @@ def _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, reverse=False, **extr
                    BWD_MINB=int(_CONFIG_OVERRIDE.get('BWD_MINB', 1)), HAS_D=D is not None,
                    HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
                    IN_KIND=_KINDS[u.dtype], BC_KIND=_KINDS[B4.dtype], REVERSE=bool(reverse), STORE_OUT=1)
-    defines.update((k, cfg[k]) for k in ('TP_MINB', 'TP_PF', 'TP_BU', 'TP_GPF', 'TP_ABSORB') if k in cfg)
+    defines.update((k, cfg[k]) for k in _TP_DEFINES if k in cfg)
     defines.update(extra)
     return defines
 

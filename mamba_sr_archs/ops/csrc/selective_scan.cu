@@ -702,8 +702,9 @@ ssm_bwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
     // (seg_len a multiple of T).  mode 0: one segment.  mode 1 (pass 1 of a split sequence, the SUMMARY build):
     // each segment from a zero incoming dh, storing only the dh it passes to the step before it and its total
     // decay per (b, s) into seg_carry / seg_decay.  mode 2: each segment from its true incoming dh, folded from the
-    // pass-1 summaries of the segments after it, writing all gradients.  (Pass 1 is a build of its own, so that
-    // neither build carries the other's code: registers, spills.)
+    // pass-1 summaries of the segments after it, writing all gradients.  Pass 1 is a build of its own (SUMMARY:
+    // no states, no u/B loads, a third of the registers).  The full build keeps the mode-1 code it never runs:
+    // telling the compiler mode != 1 there changed its register allocation (128 -> 145 at N = 16, spills at N = 32).
     const int mode = SS_SUMMARY ? 1 : mode_in;
     __shared__ __align__(16) float2 s_dtu[DB][TP];      // (delta, delta * u)
     __shared__ __align__(16) float s_BC[T][BCP];
