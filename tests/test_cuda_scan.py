@@ -135,6 +135,8 @@ def test_kernels_compile_with_nvrtc(shape, z, kind, softplus):
 
 @pytest.mark.parametrize('name,over,kind', [('ssm_fwd_tp', {'TP_PF': 1}, 0), ('ssm_fwd_tp', {'TP_PF': 2}, 1),
                                               ('ssm_fwd_tp', {'TP_GPF': 2}, 1), ('ssm_fwd_tp', {'TP_ABSORB': 1}, 0),
+                                              ('ssm_fwd_tp', {'TP_FASTMASK': 1}, 0),
+                                              ('ssm_fwd_tp', {'TP_FASTMASK': 0}, 1),
                                               ('ssm_bwd_tp', {'TP_ABSORB': 0}, 1),
                                               ('ssm_bwd_tp', {'TP_BU': 1}, 0), ('ssm_bwd_tp', {'TP_BU': 8}, 1)])
 def test_time_parallel_variants_compile(name, over, kind):
@@ -155,14 +157,94 @@ def test_time_parallel_variants_compile(name, over, kind):
     _assert_hopper_cubin(name, cs._defines(tp, u, B4, D, u, D, True, STORE_CKPT=int(name == 'ssm_fwd_tp')))
 
 
+@pytest.mark.parametrize('over,kind', [({'DTU2': 0}, 1), ({'SP1': 0}, 1), ({'SP1': 1}, 0)])
+def test_lane_variants_compile(over, kind):
+    """The lane forward's and backward's non-default variants (one (delta, delta u) read per step; the other
+    softplus) still build for Hopper, in the split-sequence inference configuration (N = 16, cp.async copies, B/C
+    read as copied, deferred reductions)."""
+    _nvrtc_or_skip()
+    dtype = {0: torch.float32, 1: torch.bfloat16}[kind]
+    meta = dict(device='meta', dtype=dtype)
+    u, B4 = torch.empty(1, 384, 65536, **meta), torch.empty(1, 1, 16, 65536, **meta)
+    D = torch.empty(384, device='meta')
+    cs._CONFIG_OVERRIDE.update(over)
+    try:
+        fc = cs.forward_config(cs.launch_config(1, 384, 1, 16, 65536, grad=False, in_bytes=u.element_size()))
+        defines = cs._defines(fc, u, B4, D, u, D, True, STORE_CKPT=0, ASYNC=1, BCD=1, DEFER=1)
+        bwd = cs._defines(cs.launch_config(1, 384, 1, 16, 65536), u, B4, D, u, D, True, STORE_CKPT=0)
+    finally:
+        cs._CONFIG_OVERRIDE.clear()
+    assert all(defines[k] == v for k, v in over.items())
+    _assert_hopper_cubin('ssm_fwd', defines)
+    if 'SP1' in over:
+        _assert_hopper_cubin('ssm_bwd', bwd)
+
+
+def test_lane_defaults_for_paired_reads_and_softplus():
+    """Two steps' (delta, delta u) per shared-memory read where a lane has at most 2 states (DTU2); the softplus
+    with one special-function instruction (SP1) for 2-byte inputs, in every kernel of the call; an override
+    wins."""
+    meta32, meta16 = dict(device='meta', dtype=torch.float32), dict(device='meta', dtype=torch.bfloat16)
+    B4 = torch.empty(1, 1, 16, 8, device='meta')
+    for n, ns in ((16, 2), (32, 4)):
+        for meta, sp1 in ((meta32, 0), (meta16, 1)):
+            u = torch.empty(16, 240, 4096, **meta)
+            for grad in (True, False):
+                c = cs.launch_config(16, 240, 1, n, 4096, grad=grad, in_bytes=u.element_size())
+                d = cs._defines(cs.forward_config(c), u, B4, None, None, None, True)
+                assert (d['DTU2'], d['SP1']) == (int(c['NS'] <= 2), sp1)
+    c = cs.launch_config(16, 240, 1, 32, 4096, grad=False, in_bytes=2)
+    assert c['NS'] == 4 and cs._defines(c, torch.empty(1, 240, 8, **meta16), B4, None, None, None, True)['DTU2'] == 0
+    cs._CONFIG_OVERRIDE.update(DTU2=1, SP1=0)
+    try:
+        d = cs._defines(c, torch.empty(1, 240, 8, **meta16), B4, None, None, None, True)
+    finally:
+        cs._CONFIG_OVERRIDE.clear()
+    assert (d['DTU2'], d['SP1']) == (1, 0)
+
+
+def test_softplus_polynomial_is_accurate_in_float():
+    """The SP1 softplus's log1p(e) = e q(e) for e = exp(-|x|) in (0, 1]: the coefficients in the kernel source,
+    evaluated as the kernel does (float32 Horner with fused multiply-adds), stay within 2.5e-7 of log1p relative
+    over the whole range, and softplus(x) = max(x, 0) + e q(e) within 3e-7 of float64 for x in [-30, 30]."""
+    import re
+    import numpy as np
+    src = open(cs._SRC).read()
+    block = src[src.index('#if SS_SP1\n    // q:'):src.index('#else', src.index('#if SS_SP1\n    // q:'))]
+    coef = [np.float32(re.findall(r'(-?\d+\.\d*(?:e-?\d+)?)f\b', line)[-1])
+            for line in block.splitlines() if re.match(r'\s*(float )?q = ', line)]
+    assert len(coef) == 9 and coef[-1] == 1.0            # highest degree first, ending in the constant 1
+
+    def fma32(a, b, c):      # a fused multiply-add in float32: one rounding of the exact a b + c
+        return (a.astype(np.float64) * b.astype(np.float64) + c).astype(np.float32)
+
+    e = np.concatenate([np.linspace(0, 1, 100001), np.geomspace(1e-30, 1, 20001)]).astype(np.float32)
+    q = np.full_like(e, coef[0])
+    for c in coef[1:]:
+        q = fma32(q, e, np.float64(c))
+    got = (e * q).astype(np.float64)
+    ref = np.log1p(e.astype(np.float64))
+    ok = ref > 0
+    assert np.max(np.abs(got[ok] - ref[ok]) / ref[ok]) < 2.5e-7
+    x = np.linspace(-30, 30, 60001)
+    e32 = np.exp(-np.abs(x)).astype(np.float32)
+    q = np.full_like(e32, coef[0])
+    for c in coef[1:]:
+        q = fma32(q, e32, np.float64(c))
+    sp = (np.maximum(x, 0).astype(np.float32) + (e32 * q)).astype(np.float64)
+    ref = np.logaddexp(0, x)
+    assert np.max(np.abs(sp - ref) / ref) < 3e-7
+
+
 def test_time_parallel_configuration():
     """Time-parallel kernels for N <= 8 with at least 4 warps per SM; the forward loads the next window into
     registers for 2-byte inputs (TP_PF bits: 1 B/C, 2 delta/u) and prefetches it into L2 for fp32 (TP_GPF); the
-    scan over the lanes runs without predication for 2-byte inputs (TP_ABSORB); an override wins."""
+    scan over the lanes runs without predication and the end test takes one compare per step for 2-byte inputs
+    (TP_ABSORB, TP_FASTMASK); an override wins."""
     c = cs.launch_config(16, 96, 1, 8, 4096, grad=True)
     for in_bytes, pf, gpf, absorb in ((2, 3, 0, 1), (4, 0, 1, 0)):
         tp = cs.tp_config(c, 16, 96, 8, 132, in_bytes)
-        assert (tp['TP_PF'], tp['TP_GPF'], tp['TP_ABSORB']) == (pf, gpf, absorb)
+        assert (tp['TP_PF'], tp['TP_GPF'], tp['TP_ABSORB'], tp['TP_FASTMASK']) == (pf, gpf, absorb, absorb)
         assert cs._defines(tp, torch.empty(1, 96, 8, device='meta', dtype={2: torch.bfloat16, 4: torch.float32}[
             in_bytes]), torch.empty(1, 1, 8, 8, device='meta'), None, None, None, True)['TP_ABSORB'] == absorb
     assert cs.tp_config(c, 1, 96, 8, 132, 2) is None                      # 96 warps: the lane kernels

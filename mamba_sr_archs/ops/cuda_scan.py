@@ -34,8 +34,9 @@ _SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'csrc', 'selecti
 _KINDS = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 MAX_DSTATE = 64
 # Benchmarks may set NS / T / NTHREADS / SEGMENTS (and ASYNC / DEFER / BCD 0: the lane forward's element-wise loads,
-# its reduction after each chunk, its B/C staged as floats) here to try other launch configurations; empty in
-# normal use.
+# its reduction after each chunk, its B/C staged as floats; DTU2 / SP1 0 or 1: its paired (delta, delta u) reads,
+# the one-instruction softplus; the time-parallel keys of _TP_DEFINES) here to try other launch configurations;
+# empty in normal use.
 _CONFIG_OVERRIDE = {}
 # When True, outputs are pre-filled with NaN so that an element no thread writes shows up in checks.
 _POISON_OUTPUTS = False
@@ -320,7 +321,10 @@ _TP_MIN_WARPS = 4
 
 # The time-parallel kernels' own compile-time settings: keys of tp_config's result (and of _CONFIG_OVERRIDE) that
 # _defines passes on as -DSS_<key>.
-_TP_DEFINES = ('TP_MINB', 'TP_PF', 'TP_BU', 'TP_GPF', 'TP_ABSORB')
+_TP_DEFINES = ('TP_MINB', 'TP_PF', 'TP_BU', 'TP_GPF', 'TP_ABSORB', 'TP_FASTMASK')
+# Compile-time settings _defines derives from the call (DTU2: read by ssm_fwd alone; SP1: by every kernel) and
+# _CONFIG_OVERRIDE may change.
+_LANE_DEFINES = ('DTU2', 'SP1')
 
 
 def tp_config(cfg, batch, dim, dstate, sm_count, in_bytes=4):
@@ -337,7 +341,8 @@ def tp_config(cfg, batch, dim, dstate, sm_count, in_bytes=4):
     this one: both by default for 2-byte inputs, neither in fp32, where the registers they take spill;
     cuda_scan_run50, run53), ``TP_GPF`` (the forward prefetches the next window into L2, 1, or L1, 2: 1 by default in
     fp32), ``TP_BU`` (unroll the backward's state loop this many times), ``TP_ABSORB`` (the scan over the lanes
-    without predication: 1 by default for 2-byte inputs).
+    without predication: 1 by default for 2-byte inputs), ``TP_FASTMASK`` (the forward's steps tested against the
+    end with one compare each: 1 by default for 2-byte inputs).
     """
     force = _CONFIG_OVERRIDE.get('TP')
     npad = _next_pow2(dstate)
@@ -353,8 +358,11 @@ def tp_config(cfg, batch, dim, dstate, sm_count, in_bytes=4):
     # batch-16 forward 0.066 vs 0.072 ms; with 2-byte inputs it is slower (0.053 vs 0.052; cuda_scan_run75).
     # TP_ABSORB (the scan over the lanes without predication, carry folded into the first lane): 2-byte inputs only,
     # 0.049 vs 0.051-0.052 ms; in fp32, where it spills 8 bytes more, 0.067 vs 0.066 (cuda_scan_run88).
+    # TP_FASTMASK (the forward tests its steps against the end with one compare each): 2-byte inputs only, 0.048 vs
+    # 0.050 ms; in fp32 0.068 vs 0.067 (it spills 8 bytes more; cuda_scan_run92).
     cfg = dict(NS=npad, TPC=1, DB=db, T=t, CK=cfg['T'], RG=1, PG=1, n_dblk=n_dblk, grid=(groups * n_dblk, batch, 1),
-               TP_PF=3 if in_bytes < 4 else 0, TP_GPF=0 if in_bytes < 4 else 1, TP_ABSORB=int(in_bytes < 4))
+               TP_PF=3 if in_bytes < 4 else 0, TP_GPF=0 if in_bytes < 4 else 1, TP_ABSORB=int(in_bytes < 4),
+               TP_FASTMASK=int(in_bytes < 4))
     for key in _TP_DEFINES:
         if key in _CONFIG_OVERRIDE:
             cfg[key] = int(_CONFIG_OVERRIDE[key])
@@ -404,6 +412,16 @@ def _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, reverse=False, **extr
                    HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
                    IN_KIND=_KINDS[u.dtype], BC_KIND=_KINDS[B4.dtype], REVERSE=bool(reverse), STORE_OUT=1)
     defines.update((k, cfg[k]) for k in _TP_DEFINES if k in cfg)
+    # DTU2 (the lane forward reads two steps' (delta, delta u) at once) where a lane has at most 2 states: MMA-B's
+    # batch-16 forward 0.244 vs 0.250 ms (fp32) and 0.211 vs 0.215 (bf16), L65536 0.382 vs 0.389 / 0.345 vs 0.347;
+    # at NS = 4 (MPSI in bf16) 0.252 vs 0.239 (cuda_scan_run93).  SP1 (softplus with one special-function
+    # instruction, a polynomial for log1p) for 2-byte inputs: L65536 bf16 forward 0.335 vs 0.343-0.345 ms, where the
+    # segment summaries are bound by that pipe; in fp32 MambaIRv2-light's forward 0.068-0.069 vs 0.067 and MPSI's
+    # 0.276 vs 0.271 (cuda_scan_run94).  The backward takes the same softplus as the forward (same dtype).
+    defines.update(DTU2=int(cfg['NS'] <= 2), SP1=int(u.element_size() < 4))
+    for key in _LANE_DEFINES:
+        if key in _CONFIG_OVERRIDE:
+            defines[key] = int(_CONFIG_OVERRIDE[key])
     defines.update(extra)
     return defines
 

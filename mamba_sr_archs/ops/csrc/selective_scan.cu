@@ -20,8 +20,9 @@
 // rows, 16 bytes at a time, instead of from (B, C) float pairs staged per step), REVERSE (scan the sequence from
 // its end: time step t reads and writes memory position L - 1 - t, so a reversed direction needs no flipped
 // copies), IN_KIND and BC_KIND (0 fp32, 1 bf16, 2 fp16).  The time-parallel kernels (end of the file) also take
-// TP_MINB, TP_PF, TP_GPF, TP_BU, TP_ABSORB.  SUMMARY (ssm_bwd): the build that computes a split sequence's segment
-// summaries (pass 1) only.
+// TP_MINB, TP_PF, TP_GPF, TP_BU, TP_ABSORB, TP_FASTMASK.  SUMMARY (ssm_bwd): the build that computes a split
+// sequence's segment summaries (pass 1) only.  DTU2 (ssm_fwd): two steps' (delta, delta u) per shared-memory access.
+// SP1: softplus with one special-function instruction (a polynomial for log1p) instead of two.
 constexpr int NS = SS_NS, TPC = SS_TPC, DB = SS_DB, T = SS_T, RG = SS_RG;
 #define HAS_D SS_HAS_D
 #define HAS_Z SS_HAS_Z
@@ -115,17 +116,42 @@ __device__ __forceinline__ float ld_bc(bc_t x) { return f16_f(x); }
 
 #define NPAD (NS * TPC)
 #define TP (T + 1)                 // shared row pitch: channel c, step t -> bank (c + t) % 32
+// The forward's (delta, delta u) rows: an even pitch in float2, so that two steps are one aligned 16-byte access (the
+// 4 channels of a warp at banks 4 c + 2 t: distinct).  SS_DTU2 0: one 8-byte access per step, pitch TP.
+#ifndef SS_DTU2
+#define SS_DTU2 1
+#endif
+#define TPD (SS_DTU2 ? T + 2 : TP)
 #define NTHREADS (DB * TPC)
 #define LOG2E 1.4426950408889634f
 
+#ifndef SS_SP1
+#define SS_SP1 1
+#endif
 __device__ __forceinline__ float softplus_f(float x) {
-    // log1p(exp(x)) = max(x, 0) + log1p(e), e = exp(-|x|) in (0, 1]; log1p(e) by its series to e^5 below e = 1/16
-    // (relative error < 2e-7), else log2(1 + e) ln 2 (MUFU lg2, absolute error ~1e-7).  Above x = 20 this is x in
-    // float, as torch and mamba_ssm return.  14 instructions without branches; log1pf took 25 and two branches.
+    // log1p(exp(x)) = max(x, 0) + log1p(e), e = exp(-|x|) in (0, 1].  Above x = 20 this is x in float, as torch and
+    // mamba_ssm return.  SP1: log1p(e) = e q(e) (13 instructions, one exp2); else log1p(e) by its series to e^5
+    // below e = 1/16 (relative error < 2e-7), above it log2(1 + e) ln 2 (MUFU lg2, absolute error ~1e-7): 14
+    // instructions, two of them special-function ones.  log1pf took 25 and two branches.
     const float e = exp2f(-fabsf(x) * LOG2E);
+#if SS_SP1
+    // q: a degree-8 polynomial fitted to log1p(e) / e on [0, 1]; evaluated in float, e q(e) is within 2.2e-7 of
+    // log1p(e) relative over the range (tests/test_cuda_scan.py checks the coefficients below).
+    float q = 0.005383097566664219f;
+    q = fmaf(q, e, -0.030106056481599808f);
+    q = fmaf(q, e, 0.07920081913471222f);
+    q = fmaf(q, e, -0.13745588064193726f);
+    q = fmaf(q, e, 0.19144517183303833f);
+    q = fmaf(q, e, -0.24852754175662994f);
+    q = fmaf(q, e, 0.33320310711860657f);
+    q = fmaf(q, e, -0.49999549984931946f);
+    q = fmaf(q, e, 1.f);
+    return fmaxf(x, 0.f) + e * q;
+#else
     const float series = e * fmaf(e, fmaf(e, fmaf(e, fmaf(e, 0.2f, -0.25f), 1.f / 3.f), -0.5f), 1.f);
     const float lg = __log2f(1.f + e) * 0.6931471805599453f;
     return fmaxf(x, 0.f) + (e < 0.0625f ? series : lg);
+#endif
 }
 
 __device__ __forceinline__ float sigmoid_f(float x) { return 1.f / (1.f + __expf(-x)); }
@@ -281,7 +307,7 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
 #else
     constexpr int NBUF = 1;
 #endif
-    __shared__ __align__(16) float2 s_dtu_b[NBUF][DB][TP];
+    __shared__ __align__(16) float2 s_dtu_b[NBUF][DB][TPD];
 #if !SS_BCD
     __shared__ __align__(16) float s_BC_b[NBUF][T][BCP];
 #endif
@@ -411,6 +437,7 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
                 float2 z2 = make_float2(0.f, 0.f);
                 if constexpr (LOAD_Z) z2 = ld2<IN_KIND>(&s_rin[buf][2 * DB + cc][m]);
                 const float dv[2] = {d2.x, d2.y}, uv[2] = {u2.x, u2.y}, zv[2] = {z2.x, z2.y};
+                float2 du[2];
 #pragma unroll
                 for (int e = 0; e < 2; ++e) {
                     const int tt = REVERSE ? T - 1 - m - e : m + e;
@@ -418,12 +445,17 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
                     if (SOFTPLUS) dtv = softplus_f(dtv);
                     dtv = (d0 + cc < dpg && t0 + tt < t_end) ? dtv : 0.f;
                     if (!STORE_OUT) dpart[j] += dtv;
-                    s_dtu_b[buf][cc][tt] = make_float2(dtv, dtv * uv[e]);
+                    du[e] = make_float2(dtv, dtv * uv[e]);
+                    if (!SS_DTU2) s_dtu_b[buf][cc][tt] = du[e];
                     if (STORE_OUT) s_u_b[buf][cc][tt] = uv[e];        // (D u of the outputs)
 #if HAS_Z
                     s_z_b[buf][cc][tt] = zv[e];
 #endif
                 }
+                if (SS_DTU2)     // steps (m, m + 1), or (T - 2 - m, T - 1 - m) when REVERSE: one 16-byte store
+                    *reinterpret_cast<float4 *>(&s_dtu_b[buf][cc][REVERSE ? T - 2 - m : m]) =
+                        REVERSE ? make_float4(du[1].x, du[1].y, du[0].x, du[0].y)
+                                : make_float4(du[0].x, du[0].y, du[1].x, du[1].y);
             }
         }
 #if !SS_BCD
@@ -499,7 +531,7 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
     // One chunk; with two buffers the loop below takes two chunks per pass, so that every shared address is fixed.
     auto chunk = [&](int ci, int buf) {
         const int t0 = t_begin + ci * T;
-        float2 (*s_dtu)[TP] = s_dtu_b[buf];
+        float2 (*s_dtu)[TPD] = s_dtu_b[buf];
 #if SS_BCD
         const bc_t (*s_sb)[RPB] = s_rbc[buf];
 #else
@@ -576,9 +608,22 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
                 }
             }
 #endif
+            float2 dds[PG];          // the group's (delta, delta u), two steps per read where the pitch allows
 #pragma unroll
             for (int j = 0; j < PG; ++j) {
-                const float2 dd = s_dtu[c][g0 + j];
+                if (SS_DTU2 && PG % 2 == 0) {
+                    if (j % 2 == 0) {
+                        const float4 q = *reinterpret_cast<const float4 *>(&s_dtu[c][g0 + j]);
+                        dds[j] = make_float2(q.x, q.y);
+                        dds[j + 1 < PG ? j + 1 : j] = make_float2(q.z, q.w);
+                    }
+                } else {
+                    dds[j] = s_dtu[c][g0 + j];
+                }
+            }
+#pragma unroll
+            for (int j = 0; j < PG; ++j) {
+                const float2 dd = dds[j];
 #if !SS_BCD
                 bc_at(s_BC, g0 + j, s, bu[j], cv[j]);
 #endif
@@ -1142,6 +1187,9 @@ __device__ __forceinline__ void tp_state_outputs(float h, const float *a, const 
 #ifndef SS_TP_ABSORB
 #define SS_TP_ABSORB 1
 #endif
+#ifndef SS_TP_FASTMASK
+#define SS_TP_FASTMASK 1
+#endif
 template <bool UP> __device__ __forceinline__ float lane_scan(float P, float H, float carry, int lane) {
     const bool first = UP ? lane == 0 : lane == 31;
     if (SS_TP_ABSORB) {
@@ -1288,13 +1336,17 @@ ssm_fwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
         tp_stage_bc(s_B, STORE_OUT ? s_C : s_B, rB, rC, STORE_OUT, tid);
         if (PF_BC && wi + 1 < n_win) fetch_bc(t0 + WIN);
         // delta after bias / softplus (0 past the end: the state passes through), delta * u, and delta's running sum.
+        // TP_FASTMASK: the lane's steps left (none for a channel past the group) once per window, then one compare
+        // per step with a constant (the two tests per step took 4 instructions).
+        const int left = SS_TP_FASTMASK ? (valid_d ? L - tl : 0) : 0;
         float dtu[T], y[T], sum = 0.f;
 #pragma unroll
         for (int j = 0; j < T; ++j) {
             float v = dtv[j];
             if (HAS_BIAS) v += bias_d;
             if (SOFTPLUS) v = softplus_f(v);
-            v = (valid_d && tl + j < L) ? v : 0.f;
+            if (SS_TP_FASTMASK) v = j < left ? v : 0.f;
+            else v = (valid_d && tl + j < L) ? v : 0.f;
             dtv[j] = v;
             dtu[j] = v * uv[j];
             sum += v;
