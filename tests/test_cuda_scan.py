@@ -124,6 +124,7 @@ def test_kernels_compile_with_nvrtc(shape, z, kind, softplus):
         if tp is not None:
             builds += [('ssm_fwd_tp', cs._defines(tp, u, B4, D, zz, bias, softplus, rev, STORE_CKPT=grad))
                        for rev in (False, True)]
+            builds.append(('ssm_fwd_tp', dict(builds[-2][1], TP_BCA=1)))     # B/C copied by cp.async
             if grad:
                 builds.append(('ssm_fwd_tp', cs._defines(tp, u, B4, D, zz, bias, softplus, STORE_CKPT=1,
                                                          STORE_OUT=0)))
@@ -588,6 +589,27 @@ def test_time_parallel_kernels_match_the_reference_on_gpu(batch, dim, seqlen, ds
     for name, gr, gf in zip(['du', 'ddelta', 'dA', 'dB', 'dC', 'dD', 'dz', 'dbias'], grads_r, grads_f):
         if gr is not None:
             assert rel(gr, gf.flip(-1) if gr.dim() >= 3 else gf) < 1e-5, name
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.parametrize('dtype,dstate,reverse', [(torch.bfloat16, 8, False), (torch.bfloat16, 8, True),
+                                                 (torch.bfloat16, 5, False), (torch.float32, 3, True),
+                                                 (torch.float32, 8, False)])
+def test_time_parallel_bc_copies_give_the_register_results_on_gpu(dtype, dstate, reverse):
+    """The time-parallel forward with B/C copied by cp.async (TP_BCA: aligned rows, whole vectors; the default for
+    2-byte B/C) gives bit for bit what its register loads give: outputs, last state, checkpoints; states past N
+    read as zeros."""
+    ins = _tp_inputs(2, 16, 4096, dstate, dtype, True, 0, seed=5)
+    res = {}
+    for bca in (0, 1):
+        cs._CONFIG_OVERRIDE.update(TP=1, TP_BCA=bca)
+        try:
+            res[bca] = cs._fwd(*ins, True, True, reverse=reverse)
+        finally:
+            cs._CONFIG_OVERRIDE.clear()
+    for a, b in zip(res[1], res[0]):
+        assert torch.equal(a, b)
 
 
 @pytest.mark.gpu

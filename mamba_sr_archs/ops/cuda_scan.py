@@ -35,8 +35,8 @@ _KINDS = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 MAX_DSTATE = 64
 # Benchmarks may set NS / T / NTHREADS / SEGMENTS (and ASYNC / DEFER / BCD 0: the lane forward's element-wise loads,
 # its reduction after each chunk, its B/C staged as floats; DTU2 / SP1 0 or 1: its paired (delta, delta u) reads,
-# the one-instruction softplus; the time-parallel keys of _TP_DEFINES) here to try other launch configurations;
-# empty in normal use.
+# the one-instruction softplus; TP_BCA 0 or 1: the time-parallel forward's B/C copies by cp.async; the
+# time-parallel keys of _TP_DEFINES) here to try other launch configurations; empty in normal use.
 _CONFIG_OVERRIDE = {}
 # When True, outputs are pre-filled with NaN so that an element no thread writes shows up in checks.
 _POISON_OUTPUTS = False
@@ -568,10 +568,15 @@ def _fwd_plan(u, delta, A, B4, C4, D, z, delta_bias, delta_softplus, store_ckpt,
     strides += [ctypes.c_longlong(v) for v in out_strides]
     head = [sl('u'), sl('delta'), sl('A'), sl('B'), sl('C'), sl('D'), sl('z'), sl('bias')]
     if tp is not None:
-        kern = _kernel('ssm_fwd_tp', _defines(tp, u, B4, D, z, delta_bias, delta_softplus, reverse,
-                                              STORE_CKPT=bool(store_ckpt), STORE_OUT=int(store_out)), dev)
         out_rows = torch.empty_strided((batch, dim, seqlen), out_strides + (1,), dtype=u.dtype, device='meta')
         vec = _vec_flags(aligned, (u, delta, z if store_out else None, out_rows), (B4, C4))
+        # TP_BCA: B/C copied by cp.async into shared memory, not through registers (aligned, contiguous rows of
+        # whole vectors only).  For 2-byte B/C: MambaIRv2-light's bf16 forward 0.044 vs 0.048 ms; in fp32 0.067 vs
+        # 0.066-0.067.  The lanes' delta/u rows copied the same way were slower (bf16 0.045, fp32 0.074; run 97).
+        bca = int(bool(vec & 2) and seqlen % (16 // B4.element_size()) == 0
+                  and int(_CONFIG_OVERRIDE.get('TP_BCA', int(B4.element_size() < 4))) == 1)
+        kern = _kernel('ssm_fwd_tp', _defines(tp, u, B4, D, z, delta_bias, delta_softplus, reverse, TP_BCA=bca,
+                                              STORE_CKPT=bool(store_ckpt), STORE_OUT=int(store_out)), dev)
         plan.launches.append(_Launch(kern, tp['grid'], head + [sl('out'), sl('last'), sl('ckpt')]
                                      + [ctypes.c_int(v) for v in (dim, seqlen, dstate, dim // groups, tp['n_dblk'],
                                                                   n_chunks, vec)] + strides))

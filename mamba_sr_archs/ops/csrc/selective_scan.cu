@@ -20,7 +20,7 @@
 // rows, 16 bytes at a time, instead of from (B, C) float pairs staged per step), REVERSE (scan the sequence from
 // its end: time step t reads and writes memory position L - 1 - t, so a reversed direction needs no flipped
 // copies), IN_KIND and BC_KIND (0 fp32, 1 bf16, 2 fp16).  The time-parallel kernels (end of the file) also take
-// TP_MINB, TP_PF, TP_GPF, TP_BU, TP_ABSORB, TP_FASTMASK.  SUMMARY (ssm_bwd): the build that computes a split
+// TP_MINB, TP_PF, TP_GPF, TP_BU, TP_ABSORB, TP_FASTMASK, TP_BCA.  SUMMARY (ssm_bwd): the build that computes a split
 // sequence's segment summaries (pass 1) only.  DTU2 (ssm_fwd): two steps' (delta, delta u) per shared-memory access.
 // SP1: softplus with one special-function instruction (a polynomial for log1p) instead of two.
 constexpr int NS = SS_NS, TPC = SS_TPC, DB = SS_DB, T = SS_T, RG = SS_RG;
@@ -257,7 +257,10 @@ __device__ __forceinline__ void bc_at(const float (*s_BC)[BCP], int tt, int s, f
 // the (B, C) pairs.  Positions past the end and channels past the group read as zero (delta 0 means a = 1 and no
 // input: the state passes through unchanged).
 
-#if SS_ASYNC
+#ifndef SS_TP_BCA
+#define SS_TP_BCA 0
+#endif
+#if SS_ASYNC || SS_TP_BCA
 // ASYNC: the raw rows of a chunk go to shared memory by cp.async (16 bytes per copy, no registers held while they
 // fly), then every thread converts two neighbouring positions of a row.  With element-wise loads into registers,
 // their 64-bit addressing and bounds checks took a fifth of the bf16 forward's instructions (MMA-B, ncu).
@@ -1086,15 +1089,19 @@ template <int V> __device__ __forceinline__ int vec_pos(int t, int L, bool vec) 
     return (vec && lo >= 0 && lo + V <= L && lo % V == 0) ? lo : -1;
 }
 
+// The elements of a 16-byte vector of E in the opposite order.
+template <typename E> __device__ __forceinline__ uint4 rev16(uint4 v) {
+    if constexpr (sizeof(E) == 4) return make_uint4(v.w, v.z, v.y, v.x);
+    return make_uint4(__byte_perm(v.w, 0, 0x1032), __byte_perm(v.z, 0, 0x1032), __byte_perm(v.y, 0, 0x1032),
+                      __byte_perm(v.x, 0, 0x1032));
+}
+
 template <typename E> __device__ __forceinline__ uint4 fetch16(const E *p, int t, int L, bool vec, bool ok) {
     constexpr int V = 16 / sizeof(E);
     const int lo = ok ? vec_pos<V>(t, L, vec) : -1;
     if (lo >= 0) {
         const uint4 v = *reinterpret_cast<const uint4 *>(p + lo);
-        if (!REVERSE) return v;
-        if constexpr (V == 4) return make_uint4(v.w, v.z, v.y, v.x);
-        return make_uint4(__byte_perm(v.w, 0, 0x1032), __byte_perm(v.z, 0, 0x1032), __byte_perm(v.y, 0, 0x1032),
-                          __byte_perm(v.x, 0, 0x1032));
+        return REVERSE ? rev16<E>(v) : v;
     }
     unsigned w[4];
 #pragma unroll
@@ -1288,10 +1295,42 @@ ssm_fwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
     // The inputs of a window are loaded into registers raw: this thread's B/C vectors, its lane's delta and u; with
     // TP_PF bit 1 (B/C) or 2 (delta, u), the next window's while the current one is computed.
     uint4 rB[NBV], rC[NBV], rdt[T / VEC], ru[T / VEC];
-    constexpr bool PF_BC = (SS_TP_PF & 1) != 0, PF_ROWS = (SS_TP_PF & 2) != 0;
+    constexpr bool PF_BC = (SS_TP_PF & 1) != 0 || SS_TP_BCA, PF_ROWS = (SS_TP_PF & 2) != 0;
+#if SS_TP_BCA
+    // TP_BCA (B/C rows aligned, L a whole number of vectors: the launcher checks): the next window's B/C vectors go
+    // by cp.async into this thread's own slots of shared memory, not registers held through the window.  The thread
+    // converts the same vectors when the window starts, so only its own copies need to have landed, and it has read
+    // a slot into registers (and used them) before it copies the next window into it: one buffer.
+    __shared__ __align__(16) uint4 s_raw[1 + STORE_OUT][NBV][TP_THREADS];
+    auto fetch_bc = [&](int t0) {
+#pragma unroll
+        for (int k = 0; k < NBV; ++k) {
+            const int i = tid + k * TP_THREADS, n = i / (WIN / BCV), t = t0 + (i % (WIN / BCV)) * BCV;
+            const bool ok = i < NS * WIN / BCV && n < N && n < NS && t < L;
+            const long long lo = REVERSE ? L - t - BCV : t;
+            cp_async16((unsigned)__cvta_generic_to_shared(&s_raw[0][k][tid]), ok ? Bg + n * s_Bn + lo : Bg, ok);
+            if (STORE_OUT)
+                cp_async16((unsigned)__cvta_generic_to_shared(&s_raw[STORE_OUT][k][tid]),
+                           ok ? Cg + n * s_Cn + lo : Cg, ok);
+        }
+        cp_async_commit();
+    };
+    // This window's vectors from the slots, in step order (reversed within the vector when REVERSE).
+    auto take_bc = [&](int) {
+        cp_async_wait_all();
+#pragma unroll
+        for (int k = 0; k < NBV; ++k) {
+            const uint4 vb = s_raw[0][k][tid], vc = STORE_OUT ? s_raw[STORE_OUT][k][tid] : vb;
+            rB[k] = REVERSE ? rev16<bc_t>(vb) : vb;
+            rC[k] = REVERSE ? rev16<bc_t>(vc) : vc;
+        }
+    };
+#else
     auto fetch_bc = [&](int t0) {
         tp_fetch_bc(rB, rC, Bg, Cg, s_Bn, s_Cn, t0, L, N, (vec & 2) != 0, STORE_OUT, tid);
     };
+    auto take_bc = [&](int) {};
+#endif
     auto fetch_rows = [&](int t0) {
 #pragma unroll
         for (int k = 0; k < T / VEC; ++k) {
@@ -1333,6 +1372,7 @@ ssm_fwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
         }
         if (PF_ROWS && wi + 1 < n_win) fetch_rows(t0 + WIN);
         __syncthreads();                 // the previous window's reads of s_B / s_C are done
+        take_bc(t0);
         tp_stage_bc(s_B, STORE_OUT ? s_C : s_B, rB, rC, STORE_OUT, tid);
         if (PF_BC && wi + 1 < n_win) fetch_bc(t0 + WIN);
         // delta after bias / softplus (0 past the end: the state passes through), delta * u, and delta's running sum.
