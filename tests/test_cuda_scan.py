@@ -182,9 +182,9 @@ def test_lane_variants_compile(over, kind):
 
 
 def test_lane_defaults_for_paired_reads_and_softplus():
-    """Two steps' (delta, delta u) per shared-memory read where a lane has at most 2 states (DTU2); the softplus
-    with one special-function instruction (SP1) for 2-byte inputs, in every kernel of the call; an override
-    wins."""
+    """Two steps' (delta, delta u) per shared-memory read where a lane has at most 2 states, without checkpoints
+    (DTU2); the softplus with one special-function instruction (SP1) for 2-byte inputs, in every kernel of the
+    call; an override wins."""
     meta32, meta16 = dict(device='meta', dtype=torch.float32), dict(device='meta', dtype=torch.bfloat16)
     B4 = torch.empty(1, 1, 16, 8, device='meta')
     for n, ns in ((16, 2), (32, 4)):
@@ -192,8 +192,8 @@ def test_lane_defaults_for_paired_reads_and_softplus():
             u = torch.empty(16, 240, 4096, **meta)
             for grad in (True, False):
                 c = cs.launch_config(16, 240, 1, n, 4096, grad=grad, in_bytes=u.element_size())
-                d = cs._defines(cs.forward_config(c), u, B4, None, None, None, True)
-                assert (d['DTU2'], d['SP1']) == (int(c['NS'] <= 2), sp1)
+                d = cs._defines(cs.forward_config(c), u, B4, None, None, None, True, STORE_CKPT=int(grad))
+                assert (d['DTU2'], d['SP1']) == (int(c['NS'] <= 2 and not grad), sp1)
     c = cs.launch_config(16, 240, 1, 32, 4096, grad=False, in_bytes=2)
     assert c['NS'] == 4 and cs._defines(c, torch.empty(1, 240, 8, **meta16), B4, None, None, None, True)['DTU2'] == 0
     cs._CONFIG_OVERRIDE.update(DTU2=1, SP1=0)
