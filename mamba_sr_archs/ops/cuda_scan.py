@@ -416,10 +416,10 @@ def _defines(cfg, u, B4, D, z, delta_bias, delta_softplus, reverse=False, **extr
     # forward without checkpoints: MMA-B's batch-16 forward 0.244 vs 0.250 ms (fp32) and 0.211 vs 0.215 (bf16),
     # L65536 0.382 vs 0.389 / 0.345 vs 0.347; at NS = 4 (MPSI in bf16) 0.252 vs 0.239 (cuda_scan_run93).  With
     # checkpoints (autograd) MMA-B's training step was slower: 109.3-109.5 vs 108.9-109.0 ms (networks_run100).
-    # SP1 (softplus with one special-function
-    # instruction, a polynomial for log1p) for 2-byte inputs: L65536 bf16 forward 0.335 vs 0.343-0.345 ms, where the
-    # segment summaries are bound by that pipe; in fp32 MambaIRv2-light's forward 0.068-0.069 vs 0.067 and MPSI's
-    # 0.276 vs 0.271 (cuda_scan_run94).  The backward takes the same softplus as the forward (same dtype).
+    # SP1 (softplus with one special-function instruction, a polynomial for log1p) for 2-byte inputs: L65536 bf16
+    # forward 0.335 vs 0.343-0.345 ms, where the segment summaries are bound by that pipe; in fp32 MambaIRv2-light's
+    # forward 0.068-0.069 vs 0.067 and MPSI's 0.276 vs 0.271 (cuda_scan_run94).  The backward takes the same softplus
+    # as the forward (same dtype).
     defines.update(DTU2=int(cfg['NS'] <= 2 and not extra.get('STORE_CKPT')), SP1=int(u.element_size() < 4))
     for key in _LANE_DEFINES:
         if key in _CONFIG_OVERRIDE:

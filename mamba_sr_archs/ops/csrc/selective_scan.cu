@@ -612,17 +612,16 @@ ssm_fwd(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float *__
             }
 #endif
             float2 dds[PG];          // the group's (delta, delta u), two steps per read where the pitch allows
+            if constexpr (SS_DTU2 && PG % 2 == 0) {
 #pragma unroll
-            for (int j = 0; j < PG; ++j) {
-                if (SS_DTU2 && PG % 2 == 0) {
-                    if (j % 2 == 0) {
-                        const float4 q = *reinterpret_cast<const float4 *>(&s_dtu[c][g0 + j]);
-                        dds[j] = make_float2(q.x, q.y);
-                        dds[j + 1 < PG ? j + 1 : j] = make_float2(q.z, q.w);
-                    }
-                } else {
-                    dds[j] = s_dtu[c][g0 + j];
+                for (int j = 0; j < PG; j += 2) {
+                    const float4 q = *reinterpret_cast<const float4 *>(&s_dtu[c][g0 + j]);
+                    dds[j] = make_float2(q.x, q.y);
+                    dds[j + 1] = make_float2(q.z, q.w);
                 }
+            } else {
+#pragma unroll
+                for (int j = 0; j < PG; ++j) dds[j] = s_dtu[c][g0 + j];
             }
 #pragma unroll
             for (int j = 0; j < PG; ++j) {
@@ -1230,12 +1229,21 @@ __device__ __forceinline__ float tp_lane_start(float P, float H, float &carry, i
 // state per thread and pass: the thread's vectors are state i / (WIN / BCV), steps BCV (i % (WIN / BCV)) of the
 // window for i = tid + k TP_THREADS.
 constexpr int NBV = (NS * WIN / BCV + TP_THREADS - 1) / TP_THREADS;
+// Vector k of thread tid: state n, steps from t of the window; false for a vector past the window's last state.
+__device__ __forceinline__ bool tp_bc_vec(int tid, int k, int &n, int &t) {
+    const int i = tid + k * TP_THREADS;
+    n = i / (WIN / BCV);
+    t = (i % (WIN / BCV)) * BCV;
+    return i < NS * WIN / BCV;
+}
+
 __device__ __forceinline__ void tp_fetch_bc(uint4 *rB, uint4 *rC, const bc_t *Bg, const bc_t *Cg, long long s_Bn,
                                             long long s_Cn, int t0, int L, int N, bool vec, bool want_c, int tid) {
 #pragma unroll
     for (int k = 0; k < NBV; ++k) {
-        const int i = tid + k * TP_THREADS, n = i / (WIN / BCV), t = t0 + (i % (WIN / BCV)) * BCV;
-        const bool ok = i < NS * WIN / BCV && n < N;
+        int n, t;
+        const bool ok = tp_bc_vec(tid, k, n, t) && n < N;
+        t += t0;
         rB[k] = fetch16(Bg + n * s_Bn, t, L, vec, ok);
         if (want_c) rC[k] = fetch16(Cg + n * s_Cn, t, L, vec, ok);
     }
@@ -1245,8 +1253,8 @@ __device__ __forceinline__ void tp_stage_bc(float (*s_B)[WP], float (*s_C)[WP], 
                                             bool want_c, int tid) {
 #pragma unroll
     for (int k = 0; k < NBV; ++k) {
-        const int i = tid + k * TP_THREADS, n = i / (WIN / BCV), t = (i % (WIN / BCV)) * BCV;
-        if (i < NS * WIN / BCV) {
+        int n, t;
+        if (tp_bc_vec(tid, k, n, t)) {
             float fb[BCV], fc[BCV];
             unpack16<BC_KIND>(rB[k], fb);
             if (want_c) unpack16<BC_KIND>(rC[k], fc);
@@ -1305,8 +1313,10 @@ ssm_fwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
     auto fetch_bc = [&](int t0) {
 #pragma unroll
         for (int k = 0; k < NBV; ++k) {
-            const int i = tid + k * TP_THREADS, n = i / (WIN / BCV), t = t0 + (i % (WIN / BCV)) * BCV;
-            const bool ok = i < NS * WIN / BCV && n < N && n < NS && t < L;
+            int n, t;
+            const bool real = tp_bc_vec(tid, k, n, t);
+            t += t0;
+            const bool ok = real && n < N && t < L;
             const long long lo = REVERSE ? L - t - BCV : t;
             cp_async16((unsigned)__cvta_generic_to_shared(&s_raw[0][k][tid]), ok ? Bg + n * s_Bn + lo : Bg, ok);
             if (STORE_OUT)
@@ -1316,7 +1326,7 @@ ssm_fwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
         cp_async_commit();
     };
     // This window's vectors from the slots, in step order (reversed within the vector when REVERSE).
-    auto take_bc = [&](int) {
+    auto take_bc = [&]() {
         cp_async_wait_all();
 #pragma unroll
         for (int k = 0; k < NBV; ++k) {
@@ -1329,7 +1339,7 @@ ssm_fwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
     auto fetch_bc = [&](int t0) {
         tp_fetch_bc(rB, rC, Bg, Cg, s_Bn, s_Cn, t0, L, N, (vec & 2) != 0, STORE_OUT, tid);
     };
-    auto take_bc = [&](int) {};
+    auto take_bc = [&]() {};
 #endif
     auto fetch_rows = [&](int t0) {
 #pragma unroll
@@ -1372,7 +1382,7 @@ ssm_fwd_tp(const in_t *__restrict__ u, const in_t *__restrict__ dt, const float 
         }
         if (PF_ROWS && wi + 1 < n_win) fetch_rows(t0 + WIN);
         __syncthreads();                 // the previous window's reads of s_B / s_C are done
-        take_bc(t0);
+        take_bc();
         tp_stage_bc(s_B, STORE_OUT ? s_C : s_B, rB, rC, STORE_OUT, tid);
         if (PF_BC && wi + 1 < n_win) fetch_bc(t0 + WIN);
         // delta after bias / softplus (0 past the end: the state passes through), delta * u, and delta's running sum.
